@@ -1,0 +1,1 @@
+"""Training loop, objective assembly, checkpoints, distributed runs."""
