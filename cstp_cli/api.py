@@ -303,15 +303,19 @@ class PretextTask:
             ``"flip"``, ``"photometric"``); the core default for an owned field does not run;
             two active owners of one field are an error naming both.
         augmentation_only_writes: fields still written when the task runs as an
-            augmentation only (default: the same as ``writes``).
+            augmentation only (``None``: the same as ``writes``).
     """
 
     name: ClassVar[str] = ""
     phases: ClassVar[frozenset[str]] = frozenset()
     writes: ClassVar[frozenset[str]] = frozenset()
+    augmentation_only_writes: ClassVar[frozenset[str] | None] = None
 
     def __init__(self, **options: Any):
         self.options = dict(options)
+        #: Set by the engine: True when the task is named in ``--augment`` only (plan
+        #: steps and device transform run; no head, no loss).
+        self.augment_only: bool = False
 
     # worker side ---------------------------------------------------------------------
     def plan_step(self, phase: str, plan: PairPlan, rng: np.random.Generator) -> None:

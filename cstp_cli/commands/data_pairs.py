@@ -1,0 +1,221 @@
+"""``cstp data pairs``: write clip-pair plans (``pairs.jsonl``, schema 1) and the shortcut report.
+
+METHOD §2: plans of the chosen pretext set on a dataset or cache, the label histograms, the
+mutual information of (pace, k_t) and how well box area alone predicts k_s; ``--png`` draws
+a few pairs (both boxes over the frame with the overlap shaded, and the two clips).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any, Optional, Sequence
+
+import numpy as np
+import typer
+
+from cstp_cli.errors import UsageError
+
+DEFAULT_PRETEXT = "stor,rot,pace"
+DEFAULT_AUGMENT = "pace,rot"
+PNG_PAIRS = 4
+PNG_FRAMES = 3
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+def _names(text: str) -> list[str]:
+    """``"stor,pace=0.5"`` → ``["stor", "pace"]`` (weights are irrelevant to plans)."""
+    if text.strip().lower() in ("", "none"):
+        return []
+    return [item.split("=", 1)[0].strip() for item in text.split(",") if item.strip()]
+
+
+def parse_sets(items: Sequence[str]) -> dict[str, dict[str, str]]:
+    """``["stor.candidates=4", ...]`` → ``{"stor": {"candidates": "4"}}``."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        task, dot, option = key.strip().partition(".")
+        if not sep or not dot or not task or not option:
+            raise UsageError(f"--set expects task.option=value, got {item!r}")
+        out.setdefault(task, {})[option] = value.strip()
+    return out
+
+
+def build_tasks(pretext: str, augment: str, sets: Sequence[str]) -> list[Any]:
+    """Build the active tasks: ``--pretext`` ones, then ``--augment``-only ones (``augment_only``)."""
+    from cstp_cli.api import resolve_options
+    from cstp_cli.plugins import get_registry
+
+    registry = get_registry()
+    loss_names, aug_names = _names(pretext), _names(augment)
+    order = loss_names + [n for n in aug_names if n not in loss_names]
+    given = parse_sets(sets)
+    for task in given:
+        if task not in order:
+            raise UsageError(f"--set {task}.…: {task} is not an active task (active: {', '.join(order) or 'none'})")
+    tasks = []
+    for name in order:
+        spec = registry.pretext(name)
+        try:
+            options = resolve_options(spec.options, given.get(name, {}), name)
+            task = spec.build(**options)
+        except (KeyError, ValueError) as exc:
+            raise UsageError(f"--set {name}: {exc.args[0] if exc.args else exc}") from exc
+        task.augment_only = name not in loss_names
+        tasks.append(task)
+    return tasks
+
+
+# --------------------------------------------------------------------------- cache access
+
+
+def _video_lengths(reader: Any) -> np.ndarray:
+    """``int64[V]`` cached frames per video, whatever form the reader offers."""
+    nf = reader.num_frames
+    if callable(nf):
+        return np.array([int(nf(v)) for v in range(int(reader.num_videos))], dtype=np.int64)
+    return np.asarray(nf, dtype=np.int64).reshape(-1)
+
+
+def _write_atomic_lines(path: Path, lines: list[str]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "w") as fh:
+            fh.writelines(line + "\n" for line in lines)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+# --------------------------------------------------------------------------- PNG
+
+
+def rotate_full_frame(frame: np.ndarray, r: int) -> np.ndarray:
+    """``frame`` uint8[H, W, 3] rotated r quarter turns CCW about its centre onto the same
+    H×W canvas, zeros where nothing lands (App. A's rotation before cropping)."""
+    rotated = np.rot90(frame, r)
+    H, W = frame.shape[:2]
+    rh, rw = rotated.shape[:2]
+    out = np.zeros_like(frame)
+    sy, dy = max(0, (rh - H) // 2), max(0, (H - rh) // 2)
+    sx, dx = max(0, (rw - W) // 2), max(0, (W - rw) // 2)
+    h, w = min(H, rh), min(W, rw)
+    out[dy : dy + h, dx : dx + w] = rotated[sy : sy + h, sx : sx + w]
+    return out
+
+
+def cut_clip_frame(frame: np.ndarray, box: Sequence[int], flip: bool, r: int, rot_first: bool) -> np.ndarray:
+    """One clip frame for the picture: crop ``box`` (x, y, w, h), flip, rotate (np.rot90)."""
+    if rot_first:
+        frame = rotate_full_frame(frame, r)
+    x, y, w, h = (int(v) for v in box)
+    crop = frame[y : y + h, x : x + w]
+    if flip:
+        crop = crop[:, ::-1]
+    return crop if rot_first else np.rot90(crop, r)
+
+
+def draw_pairs_png(path: Path, records: list[dict], plans: list[Any], reader: Any) -> None:
+    """Draw up to :data:`PNG_PAIRS` pairs: frame with both boxes and the shaded overlap, then
+    :data:`PNG_FRAMES` frames of each clip."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    from cstp_cli.geometry import intersection_area
+
+    rows = plans[:PNG_PAIRS]
+    cols = 1 + 2 * PNG_FRAMES
+    fig = Figure(figsize=(2.2 * cols, 2.2 * len(rows)))
+    axes = fig.subplots(len(rows), cols, squeeze=False)
+    for row, plan in enumerate(rows):
+        picks = np.linspace(0, plan.T - 1, PNG_FRAMES).round().astype(int)
+        clips = [np.asarray(reader.read(plan.video, np.asarray(plan.idx[c])[picks])) for c in range(2)]
+        ax = axes[row, 0]
+        ax.imshow(clips[0][0])
+        for c, colour in enumerate(("tab:red", "tab:blue")):
+            x, y, w, h = (int(v) for v in plan.boxes[c])
+            ax.add_patch(Rectangle((x - 0.5, y - 0.5), w, h, fill=False, edgecolor=colour, linewidth=1.5))
+        (x1, y1, w1, h1), (x2, y2, w2, h2) = (tuple(int(v) for v in b) for b in plan.boxes)
+        ix, iy = max(x1, x2), max(y1, y2)
+        if intersection_area(plan.boxes[0], plan.boxes[1]) > 0:
+            iw, ih = min(x1 + w1, x2 + w2) - ix, min(y1 + h1, y2 + h2) - iy
+            ax.add_patch(Rectangle((ix - 0.5, iy - 0.5), iw, ih, color="yellow", alpha=0.35))
+        labels = " ".join(f"{k.split('.')[-1]}={v}" for k, v in records[row]["labels"].items())
+        ax.set_title(f"s={plan.pace} {labels}", fontsize=6)
+        rot_first = np.asarray(plan.extras.get("sampling.rot_first", np.zeros(2, bool)))
+        for c in range(2):
+            for j in range(PNG_FRAMES):
+                img = cut_clip_frame(clips[c][j], plan.boxes[c], bool(plan.flip[c]), int(plan.rot90[c]), bool(rot_first[c]))
+                ax = axes[row, 1 + c * PNG_FRAMES + j]
+                ax.imshow(img)
+                ax.set_title(f"clip {c + 1} frame {int(plan.idx[c][picks[j]])}", fontsize=6)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.94, wspace=0.08, hspace=0.35)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        fig.savefig(tmp, format="png", dpi=100)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+# --------------------------------------------------------------------------- command
+
+
+def pairs(
+    data: Annotated[Optional[str], typer.Argument(help="Dataset root or cache file (default: the built-in dataset).")] = None,
+    num: Annotated[int, typer.Option("-n", "--num", help="Number of plans.", min=1)] = 1000,
+    out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Write the plans here (pairs.jsonl, schema 1).")] = None,
+    png: Annotated[Optional[Path], typer.Option("--png", help="Draw a few pairs into this PNG.")] = None,
+    pretext: Annotated[str, typer.Option("--pretext", help="Pretext tasks with heads, comma-separated (or none).")] = DEFAULT_PRETEXT,
+    augment: Annotated[str, typer.Option("--augment", help="Tasks used as augmentations, comma-separated (or none).")] = DEFAULT_AUGMENT,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="A task option, task.option=value (repeatable).")] = None,
+    sampling: Annotated[str, typer.Option("--sampling", help="clean (METHOD §2) or reference (the authors', App. A).")] = "clean",
+    frames: Annotated[int, typer.Option("--frames", help="Frames per clip T.", min=2)] = 16,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the per-sample generators.")] = 0,
+) -> None:
+    """Write clip-pair plans and print the shortcut report (METHOD §2)."""
+    from cstp_cli.cache import CacheReader
+    from cstp_cli.pairs_report import format_report, shortcut_report
+    from cstp_cli.resolve import resolve_data
+    from cstp_cli.sampling import PairSampler, epoch_order, plan_rng, plan_to_json
+
+    tasks = build_tasks(pretext, augment, set_ or [])
+    sampler = PairSampler(tasks, T=frames, mode=sampling)
+    reader = CacheReader(resolve_data(data, size=None))
+    lengths = _video_lengths(reader)
+    frame_wh = tuple(int(v) for v in reader.frame_wh)
+    paths = [str(p) for p in reader.paths]
+    if lengths.size == 0:
+        raise UsageError("the cache holds no videos; build it from a dataset with decodable videos")
+    plans, records = [], []
+    order = epoch_order(seed, 0, lengths.size)
+    for j in range(num):
+        epoch, pos = divmod(j, lengths.size)
+        if pos == 0:
+            order = epoch_order(seed, epoch, lengths.size)
+        video = int(order[pos])
+        plan = sampler.plan(video, int(lengths[video]), frame_wh, plan_rng(seed, epoch, video))
+        plans.append(plan)
+        records.append(plan_to_json(plan, sampler.mode_label, paths, sampler.candidates))
+    if out is not None:
+        _write_atomic_lines(out, [json.dumps(r) for r in records])
+    typer.echo(format_report(shortcut_report(records), sampler.candidates))
+    if out is not None:
+        typer.echo(f"plans: {out}")
+    if png is not None:
+        draw_pairs_png(png, records, plans, reader)
+        typer.echo(f"picture: {png}")
+
+
+def register(data_app: typer.Typer) -> None:
+    """Add ``pairs`` to the ``cstp data`` sub-app."""
+    data_app.command("pairs")(pairs)

@@ -1,0 +1,234 @@
+"""``cstp finetune``: fine-tune an encoder on a labelled dataset (METHOD §6), per split.
+
+Also holds the small helpers the evaluation commands share (settings, data, encoders).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Mapping, Optional
+
+import numpy as np
+import typer
+
+from cstp_cli.errors import CheckpointError, UsageError
+
+#: Evaluation presets live in their own folder so that ``cstp pretrain``'s preset list stays clean.
+PRESET_DIR = Path(__file__).resolve().parent.parent / "presets" / "eval"
+
+#: The finetune/linear settings and their defaults (METHOD §6).
+SUPERVISED_DEFAULTS: dict[str, Any] = {
+    "split": "1",
+    "epochs": 100,
+    "batch_size": 60,
+    "lr": 0.02,
+    "weight_decay": 5e-4,
+    "plateau_patience": 10,
+    "workers": 2,
+    "device": "auto",
+    "frames": None,  # None: the checkpoint's clip frames (16 for --init random)
+    "clip_size": None,  # None: the checkpoint's clip size (112 for --init random)
+    "clip_pace": 4,
+    "test_clips": 10,
+    "head": "code",
+    "augment": "",
+    "seed": 0,
+    "backbone": "r21d",
+    "width": "full",
+    "size": "171x128",
+    "out": None,
+}
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        with Path(path).open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise UsageError(f"config file {path} does not exist; pass a TOML file to --config") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def eval_preset_names() -> list[str]:
+    """Shipped evaluation presets (``cstp_cli/presets/eval/*.toml``)."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+
+
+def load_settings(
+    command: str, defaults: Mapping[str, Any], preset: str | None, config: str | None, flags: Mapping[str, Any]
+) -> dict[str, Any]:
+    """defaults < preset's ``[command]`` table < config file's ``[command]`` table < flags (non-None).
+
+    Presets live in ``cstp_cli/presets/eval/NAME.toml`` (named like the pretraining preset they
+    evaluate; an ``eval-`` prefix is accepted); unknown keys are refused in one line.
+    """
+    out = dict(defaults)
+    layers: list[tuple[str, Mapping[str, Any]]] = []
+    if preset:
+        name = preset[len("eval-"):] if preset.startswith("eval-") else preset
+        path = PRESET_DIR / f"{name}.toml"
+        if not path.is_file():
+            raise UsageError(f"unknown evaluation preset {preset!r}; presets: {', '.join(eval_preset_names()) or 'none'}")
+        layers.append((f"preset {name}", _read_toml(path).get(command, {})))
+    if config:
+        layers.append((f"config {config}", _read_toml(Path(config)).get(command, {})))
+    layers.append(("command line", {k: v for k, v in flags.items() if v is not None}))
+    for source, table in layers:
+        for key, value in table.items():
+            if key not in defaults:
+                raise UsageError(f"{source}: unknown {command} setting {key!r} (settings: {', '.join(defaults)})")
+            out[key] = value
+    return out
+
+
+def parse_splits(text: Any) -> list[int]:
+    """``"1,2,3"`` → ``[1, 2, 3]``."""
+    try:
+        items = [int(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"--split expects fold numbers such as 1 or 1,2,3, got {text!r}") from None
+    if not items:
+        raise UsageError("--split needs at least one fold number")
+    return items
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = str(text).lower().split("x")
+        return int(w), int(h)
+    except ValueError:
+        raise UsageError(f"--size expects WIDTHxHEIGHT such as 171x128, got {text!r}") from None
+
+
+def open_data(data: str | None, size: tuple[int, int], workers: int | None) -> Any:
+    """DATA (dataset root, cache file or nothing = the synthetic set) → an open ``CacheReader``."""
+    from cstp_cli.cache import CacheReader
+    from cstp_cli.resolve import resolve_data
+
+    return CacheReader(resolve_data(data, size=size, workers=workers))
+
+
+def load_encoder_source(
+    checkpoint: str | None, init: str | None, backbone: str, width: str, seed: int = 0
+) -> tuple[Any, dict[str, Any]]:
+    """The encoder module and its info (``backbone``, ``width``, ``feature_dim``, ``frames``,
+    ``size``, ``init``) from ``--checkpoint`` or ``--init random`` (weights drawn after
+    ``torch.manual_seed(seed)``); exactly one must be given."""
+    import torch
+
+    from cstp_cli.checkpoint import build_backbone, load_checkpoint, load_encoder
+
+    if (checkpoint is None) == (init is None):
+        raise UsageError("pass exactly one of --checkpoint CKPT or --init random")
+    if init is not None:
+        if init != "random":
+            raise UsageError(f"--init accepts only 'random', got {init!r}")
+        torch.manual_seed(int(seed))
+        module = build_backbone(backbone, width)
+        return module, {"backbone": backbone, "width": width, "feature_dim": int(module.feature_dim),
+                        "frames": 16, "size": 112, "init": "random"}
+    ckpt = load_checkpoint(checkpoint)
+    if not isinstance(ckpt.get("encoder"), Mapping) or not ckpt["encoder"]:
+        raise CheckpointError(f"{checkpoint} holds no encoder weights; pass a checkpoint written by cstp pretrain/finetune")
+    module = load_encoder(ckpt)
+    return module, {
+        "backbone": ckpt["backbone"]["name"],
+        "width": ckpt["backbone"].get("width", "full"),
+        "feature_dim": int(ckpt.get("feature_dim") or module.feature_dim),
+        "frames": int(ckpt["clip"]["frames"]),
+        "size": int(ckpt["clip"]["size"]),
+        "init": str(checkpoint),
+        "init_kind": ckpt.get("kind", "?"),
+    }
+
+
+def default_out(command: str, checkpoint: str | None, onnx: str | None = None) -> Path:
+    stem = Path(checkpoint or onnx).stem if (checkpoint or onnx) else "random"
+    return Path("runs") / f"{command}-{stem}"
+
+
+# --------------------------------------------------------------------------- finetune / linear
+
+
+def run_supervised_command(mode: str, data: str | None, checkpoint: str | None, init: str | None,
+                           preset: str | None, config: str | None, resume: bool, quiet: bool,
+                           flags: dict[str, Any]) -> None:
+    """Shared body of ``cstp finetune`` and ``cstp linear``: every requested fold, then the mean."""
+    import copy
+
+    from cstp_cli.reports import format_table, progress_factory, write_json
+    from cstp_cli.supervised import SupervisedConfig, run_supervised
+
+    s = load_settings(mode, SUPERVISED_DEFAULTS, preset, config, flags)
+    folds = parse_splits(s["split"])
+    module, info = load_encoder_source(checkpoint, init, s["backbone"], s["width"], int(s["seed"]))
+    augment = [a.strip() for a in str(s["augment"] or "").split(",") if a.strip() and a.strip() != "none"]
+    cfg = SupervisedConfig(
+        mode=mode, epochs=int(s["epochs"]), batch_size=int(s["batch_size"]), lr=float(s["lr"]),
+        weight_decay=float(s["weight_decay"]), plateau_patience=int(s["plateau_patience"]),
+        frames=int(s["frames"] or info["frames"]), clip_size=int(s["clip_size"] or info["size"]),
+        clip_pace=int(s["clip_pace"]), test_clips=int(s["test_clips"]), head=str(s["head"]),
+        augment=augment, seed=int(s["seed"]), workers=int(s["workers"]), device=str(s["device"]),
+        bn_reestimate=(mode == "linear" and info["init"] == "random"),
+    )
+    cfg.validate()
+    reader = open_data(data, parse_size(s["size"]), cfg.workers)
+    out = Path(s["out"]) if s["out"] else default_out(mode, checkpoint)
+    log = (lambda m: None) if quiet else (lambda m: typer.echo(m, err=True))
+    info = {**info, "frame_wh": tuple(int(v) for v in reader.frame_wh), "data": str(data) if data else "synthetic"}
+    initial = copy.deepcopy(module.state_dict())
+    rows = []
+    for fold in folds:
+        module.load_state_dict(initial)  # every fold starts from the same encoder
+        result = run_supervised(cfg, reader, fold, module, info, out / f"split{fold}", resume=resume,
+                                progress_factory=progress_factory(not quiet), log=log)
+        rows.append({"split": str(fold), **result.metrics})
+    keys = ("video_top1", "video_top5", "clip_top1")
+    if len(rows) > 1:
+        rows.append({"split": "mean", **{k: float(np.mean([r[k] for r in rows])) for k in keys}})
+    typer.echo(format_table(rows, ("split", *keys)))
+    write_json(out / "results.json", {"command": mode, "init": info["init"], "settings": {**s, "augment": augment},
+                                      "config": {k: v for k, v in vars(cfg).items()}, "results": rows})
+    typer.echo(f"results: {out / 'results.json'}")
+
+
+def finetune(
+    data: Annotated[Optional[str], typer.Argument(help="Dataset root or cache file (default: the built-in synthetic set).")] = None,
+    checkpoint: Annotated[Optional[str], typer.Option("--checkpoint", help="Encoder checkpoint (cstp pretrain/finetune).")] = None,
+    init: Annotated[Optional[str], typer.Option("--init", help="'random': train from scratch instead of a checkpoint.")] = None,
+    backbone: Annotated[Optional[str], typer.Option("--backbone", help="Backbone for --init random (default r21d).")] = None,
+    width: Annotated[Optional[str], typer.Option("--width", help="full or tiny, for --init random.")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="Fold(s), e.g. 1 or 1,2,3 (mean printed).")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs (default 100).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Clips per step (default 60).")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="SGD learning rate (default 0.02).")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="DataLoader workers (default 2).")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
+    frames: Annotated[Optional[int], typer.Option("--frames", help="Clip frames T (default: the checkpoint's).")] = None,
+    clip_size: Annotated[Optional[int], typer.Option("--clip-size", help="Clip side S (default: the checkpoint's).")] = None,
+    clip_pace: Annotated[Optional[int], typer.Option("--clip-pace", help="Frame step of train and test clips (default 4).")] = None,
+    test_clips: Annotated[Optional[int], typer.Option("--test-clips", help="Uniformly spaced test clips per video (default 10).")] = None,
+    head: Annotated[Optional[str], typer.Option("--head", help="code (L2→BN→Linear, default) or fc.")] = None,
+    augment: Annotated[Optional[str], typer.Option("--augment", help="pace,rot: randomise pace/rotation in training.")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed (default 0).")] = None,
+    size: Annotated[Optional[str], typer.Option("--size", help="Cache frame size WxH (default 171x128).")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", help="Output folder (default runs/finetune-<ckpt>).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the runs in --out (each split's checkpoint.pt) at their next epoch.")] = False,
+    config: Annotated[Optional[str], typer.Option("--config", help="TOML file with a [finetune] table.")] = None,
+    preset: Annotated[Optional[str], typer.Option("--preset", help="Evaluation preset: ucf101-r21d-byol, ucf101-c3d-byol, k400-r21d-byol.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or per-epoch lines.")] = False,
+) -> None:
+    """Fine-tune all layers on a labelled dataset; report video-level top-1/top-5 and clip accuracy."""
+    flags = dict(backbone=backbone, width=width, split=split, epochs=epochs, batch_size=batch_size, lr=lr,
+                 workers=workers, device=device, frames=frames, clip_size=clip_size, clip_pace=clip_pace,
+                 head=head, augment=augment, seed=seed, size=size, out=out, test_clips=test_clips)
+    run_supervised_command("finetune", data, checkpoint, init, preset, config, resume, quiet, flags)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("finetune")(finetune)

@@ -1,0 +1,343 @@
+"""The pretraining loop (DESIGN "Engine", METHOD §1 and §6): plain PyTorch.
+
+One step: a global batch of plans and uint8 frames from the loader → pinned, non-blocking
+copy to the device → :func:`cstp_cli.augment.augment_batch` (crop, resize, flip,
+photometric, task device transforms, normalisation) → one online encoder pass per clip
+(BN statistics per view; bf16 autocast and ``channels_last_3d`` on CUDA) → scheme + heads →
+weighted joint loss → backward → grad-norm clip → SGD step → cosine lr → the scheme's
+``after_step``.
+
+Stops: after the last step (checkpoint), at ``max_steps`` (checkpoint), on
+SIGINT/SIGTERM (checkpoint at the last finished step, ``interrupted=True``), on a NaN/inf
+loss (:class:`TrainingError`; no checkpoint is written, the last good one stays).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import threading
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+
+from cstp_cli.engine import checkpointing
+from cstp_cli.engine.config import parse_size
+from cstp_cli.engine.data import PairDataset, make_loader, steps_per_epoch
+from cstp_cli.engine.metrics import MetricsLog, Progress, plot_losses, split_logs
+from cstp_cli.engine.objective import Objective, build_objective, describe, parse_selection
+from cstp_cli.engine.optim import CosineSchedule, clip_gradients, make_sgd, trainable
+from cstp_cli.errors import TrainingError, UsageError
+
+#: Environment hook for tests and drills: send ourselves SIGINT after this many steps.
+INTERRUPT_ENV = "CSTP_INTERRUPT_AFTER_STEPS"
+
+
+@dataclass
+class PretrainResult:
+    """What a run left behind."""
+
+    out: Path
+    checkpoint: Path | None
+    metrics: Path
+    plot: Path | None
+    steps: int  # global optimiser steps done (including resumed ones)
+    samples: int  # samples consumed
+    interrupted: bool = False
+    encoder: Any = field(default=None, repr=False)
+    objective: Any = field(default=None, repr=False)
+    config: dict = field(default_factory=dict, repr=False)
+
+
+@dataclass
+class Run:
+    """Everything a run holds (built by :func:`setup`)."""
+
+    cfg: dict
+    device: torch.device
+    encoder: torch.nn.Module
+    forward: Callable[[torch.Tensor], torch.Tensor]  # the (possibly compiled) encoder
+    objective: Objective
+    optimizer: torch.optim.Optimizer
+    schedule: CosineSchedule
+    params: list
+    dataset: PairDataset
+    frame_wh: tuple[int, int]
+    feature_dim: int
+    spe: int  # steps per epoch
+    total_steps: int
+    out: Path
+    step: int = 0  # global optimiser steps done
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; a named device must exist."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    return device
+
+
+def autocast_for(device: torch.device, precision: str):
+    """bf16 autocast on CUDA when ``precision == "bf16"``; nothing otherwise (CPU runs fp32)."""
+    if device.type == "cuda" and precision == "bf16":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def to_layout(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``channels_last_3d`` on CUDA (clips float[B, 3, T, S, S]); unchanged elsewhere."""
+    return x.contiguous(memory_format=torch.channels_last_3d) if device.type == "cuda" else x
+
+
+def setup(cfg: dict, resume_state: dict | None = None, rank: int = 0, world_size: int = 1) -> Run:
+    """Resolve the data, build encoder, objective, optimiser and schedule (restored on resume)."""
+    from cstp_cli.cache import CacheReader
+    from cstp_cli.plugins import get_registry
+    from cstp_cli.resolve import resolve_data
+    from cstp_cli.sampling import PairSampler
+
+    device = resolve_device(cfg["device"])
+    size = parse_size(cfg["size"]) if cfg["size"] else None
+    cache_path = resolve_data(cfg["data"], size=size, workers=cfg["workers"] or None)
+    reader = CacheReader(cache_path)
+    frame_wh = tuple(int(v) for v in reader.frame_wh)
+    if resume_state is not None:
+        checkpointing.check_cache(resume_state, frame_wh, cache_path)
+    registry = get_registry()
+    torch.manual_seed(int(cfg["seed"]))
+    encoder = registry.backbone(cfg["backbone"]).build(width=cfg["width"])
+    feature_dim = int(getattr(encoder, "feature_dim"))
+    obj = cfg["objective"]
+    objective = build_objective(
+        parse_selection(obj["contrastive"], obj["pretext"], obj["augment"]),
+        feature_dim,
+        registry=registry,
+        pretext_options=cfg["pretext"],
+        contrastive_options=cfg["contrastive"],
+        sets=cfg.get("sets"),
+    )
+    encoder.to(device)
+    if device.type == "cuda":
+        encoder.to(memory_format=torch.channels_last_3d)
+    objective.to(device)
+    if objective.scheme is not None:
+        objective.scheme.attach(encoder)
+    sampler = PairSampler(objective.tasks, T=int(cfg["frames"]), mode=cfg["sampling"], photometric_p=float(cfg["photometric_p"]))
+    videos = reader.split(int(cfg["split"]), "train")
+    if len(videos) == 0:
+        raise UsageError(f"the cache {cache_path} has no training videos in split {cfg['split']}; pick another --split")
+    dataset = PairDataset(reader, videos, sampler, int(cfg["seed"]))
+    spe = steps_per_epoch(len(dataset), int(cfg["batch_size"]))
+    total = spe * int(cfg["epochs"])
+    params = trainable(encoder, objective)
+    optimizer = make_sgd(params, cfg["lr"], cfg["momentum"], cfg["weight_decay"])
+    schedule = CosineSchedule(optimizer, cfg["lr"], cfg["min_lr"], total, spe * int(cfg["warmup_epochs"]))
+    forward = torch.compile(encoder) if cfg["compile"] else encoder
+    out = Path(cfg["out"])
+    run = Run(cfg, device, encoder, forward, objective, optimizer, schedule, params, dataset, frame_wh, feature_dim, spe, total, out)
+    if resume_state is not None:
+        checkpointing.restore(run, resume_state)
+    return run
+
+
+def save(run: Run, name: str = "checkpoint.pt") -> Path:
+    """Write the run's checkpoint atomically to ``out/name``."""
+    return checkpointing.save(run, run.out / name)
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM set a flag checked between steps (so no step is half applied).
+
+    A second SIGINT raises ``KeyboardInterrupt`` at once.
+    """
+
+    def __init__(self) -> None:
+        self.stop = False
+        self.signal = ""
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.stop and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.stop = True
+        self.signal = signal.Signals(signum).name
+
+    @contextmanager
+    def installed(self) -> Iterator["_StopFlag"]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {s: signal.signal(s, self._handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+
+def train_step(run: Run, frames: torch.Tensor, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One optimiser step on ``frames uint8[B, 2, T, H, W, 3]`` and its ``PlanBatch``.
+
+    Returns the loss and the logged scalars (still on the device); raises
+    :class:`TrainingError` on a non-finite loss before touching the weights.
+    """
+    from cstp_cli.augment import augment_batch
+
+    device = run.device
+    frames = frames.to(device, non_blocking=True)
+    batch = batch.to(device, non_blocking=True)
+    with torch.no_grad():
+        clips = augment_batch(frames, batch, run.objective.tasks, out_size=int(run.cfg["clip_size"]))
+    x1, x2 = to_layout(clips[:, 0], device), to_layout(clips[:, 1], device)
+    with autocast_for(device, run.cfg["precision"]):
+        y1 = run.forward(x1)
+        y2 = run.forward(x2)
+        loss, logs = run.objective(y1, y2, x1, x2, batch.labels)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    norm = clip_gradients(run.params, run.cfg["grad_clip"])
+    if norm is not None:
+        logs["grad_norm"] = norm.detach().float()
+    return loss, logs
+
+
+def _host(logs: dict[str, torch.Tensor]) -> dict[str, float]:
+    """All logged scalars to Python floats with one device sync."""
+    keys = list(logs)
+    values = torch.stack([logs[k].detach().float().reshape(()) for k in keys]).tolist()
+    return dict(zip(keys, values))
+
+
+def _nan_message(run: Run, values: dict[str, float], step: int) -> str:
+    bad = {k.split("/", 1)[-1]: v for k, v in values.items() if not math.isfinite(v)}
+    terms = ", ".join(f"{k}={v:.4g}" for k, v in values.items() if k.startswith("terms/"))
+    last = run.out / "checkpoint.pt"
+    kept = f"the last good checkpoint {last} is kept" if last.exists() else "no checkpoint was written yet"
+    return (
+        f"loss became non-finite at step {step + 1} (epoch {step // run.spe + 1}): "
+        f"{', '.join(f'{k}={v}' for k, v in bad.items())} [{terms}]; {kept}; lower --lr or check the data"
+    )
+
+
+def train(
+    run: Run,
+    *,
+    progress: bool = True,
+    on_step: Callable[[Run, int, torch.Tensor, Any, dict[str, float]], None] | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> PretrainResult:
+    """Run the remaining steps of ``run`` (see the module docstring for how it stops).
+
+    ``on_step(run, step, frames, batch, values)`` is called after every optimiser step with
+    the step's loader output (``uint8[B, 2, T, H, W, 3]``, ``PlanBatch``) and logged values.
+    """
+    cfg = run.cfg
+    G = int(cfg["batch_size"])
+    stop_step = run.total_steps if cfg["max_steps"] is None else min(run.total_steps, int(cfg["max_steps"]))
+    interrupt_after = int(os.environ.get(INTERRUPT_ENV, "0") or 0)
+    writer = rank == 0
+    metrics = MetricsLog(run.out / "metrics.jsonl", resume_step=run.step if run.step else None) if writer else None
+    bar = Progress(stop_step, run.spe, start_step=run.step, enabled=progress and writer)
+    loader = make_loader(
+        run.dataset,
+        start_step=run.step,
+        stop_step=stop_step,
+        steps_per_epoch=run.spe,
+        global_batch=G,
+        workers=int(cfg["workers"]),
+        pin_memory=run.device.type == "cuda",
+        rank=rank,
+        world_size=world_size,
+    )
+    run.encoder.train()
+    run.objective.train()
+    flag = _StopFlag()
+    checkpoint: Path | None = None
+    plot: Path | None = None
+    start = run.step
+    t_last = time.perf_counter()
+    try:
+        with flag.installed():
+            iterator = iter(loader)
+            while run.step < stop_step and not flag.stop:
+                try:
+                    frames, batch = next(iterator)
+                except RuntimeError:
+                    if flag.stop:  # workers died of the same SIGINT
+                        break
+                    raise
+                loss, logs = train_step(run, frames, batch)
+                values = _host(logs)
+                values["lr"] = float(run.optimizer.param_groups[0]["lr"])
+                if not (math.isfinite(values["loss"]) and math.isfinite(values.get("grad_norm", 0.0))):
+                    raise TrainingError(_nan_message(run, values, run.step))
+                run.optimizer.step()
+                if run.objective.scheme is not None:
+                    run.objective.scheme.after_step(run.encoder, run.step, run.total_steps)
+                run.schedule.step()
+                run.step += 1
+                now = time.perf_counter()
+                record = {
+                    "step": run.step,
+                    "epoch": (run.step - 1) // run.spe,
+                    "samples": run.step * G,
+                    "clips_per_s": G / max(now - t_last, 1e-9),
+                    **split_logs(values),
+                }
+                t_last = now
+                if metrics is not None:
+                    metrics.write(record)
+                bar.update(run.step, G, record, force=run.step % run.spe == 0)
+                if on_step is not None:
+                    on_step(run, run.step, frames, batch, values)
+                if run.step % run.spe == 0 and run.step < stop_step and writer:
+                    checkpoint = save(run)
+                    plot = plot_losses(metrics.path, run.out / "loss.png")
+                if interrupt_after and run.step - start == interrupt_after:
+                    os.kill(os.getpid(), signal.SIGINT)
+            interrupted = flag.stop and run.step < stop_step
+            del iterator
+    finally:
+        bar.close()
+        if metrics is not None:
+            metrics.close()
+    if writer:
+        checkpoint = save(run)
+        plot = plot_losses(run.out / "metrics.jsonl", run.out / "loss.png")
+    return PretrainResult(
+        out=run.out,
+        checkpoint=checkpoint,
+        metrics=run.out / "metrics.jsonl",
+        plot=plot,
+        steps=run.step,
+        samples=run.step * G,
+        interrupted=interrupted,
+        encoder=run.encoder,
+        objective=run.objective,
+        config=cfg,
+    )
+
+
+def pretrain(cfg: dict, *, resume: str | Path | None = None, progress: bool = True, on_step: Callable | None = None, log: Callable[[str], None] | None = None) -> PretrainResult:
+    """Set up (or resume) and train one run of config ``cfg`` (see :mod:`cstp_cli.engine.config`)."""
+    state = checkpointing.load_resume(resume) if resume else None
+    if state is not None:
+        cfg = checkpointing.resumed_config(state, cfg)
+    run = setup(cfg, state)
+    run.out.mkdir(parents=True, exist_ok=True)
+    if log is not None:
+        log(
+            f"pretraining {cfg['backbone']} ({cfg['width']}, D={run.feature_dim}) on {run.device}: "
+            f"{describe(run.objective)}; {len(run.dataset)} videos, {run.spe} steps/epoch × {cfg['epochs']} epochs, "
+            f"batch {cfg['batch_size']}, clips {cfg['frames']}×{cfg['clip_size']}² from {run.frame_wh[0]}x{run.frame_wh[1]} frames"
+            + (f"; resuming at step {run.step}" if state is not None else "")
+        )
+    return train(run, progress=progress, on_step=on_step)

@@ -1,0 +1,63 @@
+"""Built-in backbones (METHOD §5): r21d (default), c3d, r3d18, r2plus1d18, s3d.
+
+Each ``build(width="full"|"tiny")`` returns an ``nn.Module`` with ``forward(x) -> float[B, D]``
+(global average), ``features(x) -> float[B, C, t, h, w]`` (the last conv map) and
+``feature_dim``. No pretrained weights are ever loaded.
+"""
+
+from __future__ import annotations
+
+from cstp_cli.api import BackboneSpec
+from cstp_cli.hookspecs import hookimpl
+
+from . import c3d, r21d, tv
+
+SPECS = (
+    BackboneSpec(
+        name="r21d",
+        build=r21d.build,
+        feature_dim=512,
+        description="R(2+1)D-10 (VCOP/PacePred/CSTP), 14.37 M params; the default",
+        dynamic_time=True,
+        min_frames=1,
+    ),
+    BackboneSpec(
+        name="c3d",
+        build=c3d.build,
+        feature_dim=512,
+        description="C3D with BN, no fc6/fc7, 27.66 M params",
+        dynamic_time=True,
+        min_frames=c3d.MIN_FRAMES,
+    ),
+    BackboneSpec(
+        name="r3d18",
+        build=tv.build_r3d18,
+        feature_dim=512,
+        description="torchvision R3D-18 without fc, 33.17 M params",
+        dynamic_time=True,
+        min_frames=1,
+    ),
+    BackboneSpec(
+        name="r2plus1d18",
+        build=tv.build_r2plus1d18,
+        feature_dim=512,
+        description="torchvision R(2+1)D-18 without fc, 31.30 M params",
+        dynamic_time=True,
+        min_frames=1,
+    ),
+    BackboneSpec(
+        name="s3d",
+        build=tv.build_s3d,
+        feature_dim=1024,
+        description="torchvision S3D without classifier, adaptive pool, 7.91 M params",
+        dynamic_time=True,
+        min_frames=tv.S3D_MIN_FRAMES,
+    ),
+)
+
+
+@hookimpl
+def register_backbones(register):
+    """Register the five built-in backbones."""
+    for spec in SPECS:
+        register(spec)

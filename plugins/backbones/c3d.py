@@ -1,0 +1,53 @@
+"""C3D with batch norm, without fc6/fc7 (METHOD §5).
+
+Eight 3×3×3 convolutions (padding 1, with bias) each followed by BN and ReLU, channels
+64, 128, 256, 256, 512, 512, 512, 512; max pools (1, 2, 2) after conv1 and (2, 2, 2) after
+conv2, conv3b and conv4b; global average pool. Full width: 27,661,440 parameters
+(27.66 M); conv5 at 16×112² is 512×2×7×7; D = 512. Needs T >= 8 (three temporal halvings)
+and H, W >= 16. Tiny width: channels /8, D = 64.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .common import VideoEncoder, check_width, init_conv_bn
+
+FULL_CHANNELS = (64, 128, 256, 256, 512, 512, 512, 512)
+#: After which conv (index into the 8) a pool follows, and its kernel = stride.
+POOLS = {0: (1, 2, 2), 1: (2, 2, 2), 3: (2, 2, 2), 5: (2, 2, 2)}
+MIN_FRAMES = 8
+
+
+def conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
+    """3×3×3 conv (padding 1, bias) → BN → ReLU; keeps T, H, W."""
+    return nn.Sequential(nn.Conv3d(cin, cout, 3, padding=1), nn.BatchNorm3d(cout), nn.ReLU())
+
+
+class C3D(VideoEncoder):
+    """C3D-BN: ``float[B, 3, T, H, W] -> float[B, 512]`` (tiny: 64)."""
+
+    def __init__(self, width: str = "full") -> None:
+        super().__init__()
+        div = 1 if check_width("c3d", width) == "full" else 8
+        channels = [c // div for c in FULL_CHANNELS]
+        layers: list[nn.Module] = []
+        cin = 3
+        for i, cout in enumerate(channels):
+            layers.append(conv_bn_relu(cin, cout))
+            if i in POOLS:
+                layers.append(nn.MaxPool3d(POOLS[i], stride=POOLS[i]))
+            cin = cout
+        self.body = nn.Sequential(*layers)
+        self.feature_dim = channels[-1]
+        init_conv_bn(self)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """conv5b map ``float[B, C, T//8, H//16, W//16]`` (512×2×7×7 at 16×112²)."""
+        return self.body(x)
+
+
+def build(width: str = "full") -> C3D:
+    """Build C3D-BN at ``width`` ``"full"`` or ``"tiny"``."""
+    return C3D(width)

@@ -1,0 +1,58 @@
+"""Shared pieces of the built-in backbones (METHOD §5).
+
+Every backbone module derives from :class:`VideoEncoder`: ``features(x)`` returns the last
+conv map ``float[B, C, t, h, w]`` and ``forward(x)`` its global average ``float[B, C]``
+(adaptive, so any T >= the backbone's ``min_frames`` and any H, W >= 32 work).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+WIDTHS = ("full", "tiny")
+
+
+def check_width(name: str, width: str) -> str:
+    """Return ``width`` if it is ``"full"`` or ``"tiny"``, else raise ``ValueError`` naming the backbone."""
+    if width not in WIDTHS:
+        raise ValueError(f"backbone {name} has widths {', '.join(WIDTHS)}, not {width!r}")
+    return width
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of parameters (trainable or not; BN buffers excluded)."""
+    return sum(p.numel() for p in module.parameters())
+
+
+def init_conv_bn(module: nn.Module) -> None:
+    """He (fan-out) initialisation of every Conv3d, BN weight 1 and bias 0."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv3d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm3d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class VideoEncoder(nn.Module):
+    """Base class: ``forward(x float[B, 3, T, H, W]) -> float[B, D]`` = global mean of ``features(x)``.
+
+    Subclasses implement ``features`` and set ``feature_dim`` (D of the built width).
+    """
+
+    feature_dim: int = 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool3d(1)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        """The last conv map ``float[B, C, t, h, w]`` before pooling."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Clip ``float[B, 3, T, H, W]`` → globally pooled feature ``float[B, D]``."""
+        return torch.flatten(self.pool(self.features(x)), 1)

@@ -1,0 +1,94 @@
+"""Rotation prediction: a quarter-turn class per clip (METHOD §1, §2.4, §3).
+
+Plan step ``per_clip``: r_c ~ U{0..3} independently per clip; ``plan.rot90`` and label
+``"rot.clips"`` int64[2]. Device transform: ``torch.rot90`` by r_c quarter turns
+(counter-clockwise, like ``np.rot90``) on the last two axes after crop and resize, except
+for clips whose ``batch.extras["sampling.rot_first"]`` is set (App. A rotates the full frame
+before cropping). Head ``D → D → 4`` shared by both clips; term ``"rot"`` =
+``CE(head(y1), r1) + CE(head(y2), r2)`` (option ``clips=first``: clip 1 only).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from cstp_cli.api import Option, PairPlan, PlanBatch, PretextSpec, PretextTask, resolve_options
+from cstp_cli.hookspecs import hookimpl
+
+OPTIONS: dict[str, Option] = {
+    "clips": Option("clips", "str", "both", "apply the head to both clips (authors' code) or the first only (paper)", choices=("both", "first")),
+}
+
+
+def mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
+    """Linear-BN-ReLU-Linear (METHOD §3)."""
+    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.BatchNorm1d(d_hidden), nn.ReLU(inplace=True), nn.Linear(d_hidden, d_out))
+
+
+def rotate_clips(clips: torch.Tensor, quarter_turns: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+    """Rotate each clip by its quarter turns on the last two axes.
+
+    clips float[B, 2, C, T, S, S]; quarter_turns int64[B, 2]; skip bool[B, 2] or None.
+    Returns a new tensor of the same shape.
+    """
+    turns = quarter_turns.to(clips.device).long() % 4
+    if skip is not None:
+        turns = torch.where(skip.to(clips.device).bool(), torch.zeros_like(turns), turns)
+    out = clips.clone()
+    for k in (1, 2, 3):
+        mask = turns == k
+        if bool(mask.any()):
+            out[mask] = torch.rot90(clips[mask], k, dims=(-2, -1))
+    return out
+
+
+class RotTask(PretextTask):
+    """Rotation prediction (METHOD §2.4, §3)."""
+
+    name = "rot"
+    phases = frozenset({"per_clip"})
+    writes = frozenset({"rot90"})
+
+    def __init__(self, **options: Any):
+        super().__init__(**resolve_options(OPTIONS, options, "rot"))
+        self.clips = 2 if self.options["clips"] == "both" else 1
+
+    def plan_step(self, phase: str, plan: PairPlan, rng: np.random.Generator) -> None:
+        """``plan.rot90`` and ``"rot.clips"`` int64[2], uniform in 0..3 per clip."""
+        if phase != "per_clip":
+            return
+        plan.rot90 = rng.integers(0, 4, size=2).astype(np.int64)
+        plan.labels["rot.clips"] = plan.rot90.copy()
+
+    def device_transform(self, clips: torch.Tensor, batch: PlanBatch) -> torch.Tensor:
+        """clips float[B, 2, 3, T, S, S] → the same, rotated by ``batch.rot90`` (int64[B, 2])."""
+        return rotate_clips(clips, batch.rot90, batch.extras.get("sampling.rot_first"))
+
+    def head(self, feature_dim: int) -> nn.Module:
+        """``D → D → 4`` (METHOD §3)."""
+        d = int(feature_dim)
+        return mlp(d, d, 4)
+
+    def loss(self, y1: torch.Tensor, y2: torch.Tensor, labels: Mapping[str, torch.Tensor], head: nn.Module) -> dict[str, torch.Tensor]:
+        """``{"rot": CE(head(y1), r1) + CE(head(y2), r2)}``; ``labels["rot.clips"]`` int64[B, 2]."""
+        target = labels["rot.clips"].long()
+        terms = [F.cross_entropy(head(y), target[:, c]) for c, y in enumerate((y1, y2)[: self.clips])]
+        return {"rot": sum(terms)}
+
+
+@hookimpl
+def register_pretext_tasks(register):
+    register(
+        PretextSpec(
+            name="rot",
+            build=RotTask,
+            default_weight=1.0,
+            options=OPTIONS,
+            description="rotation prediction (0/90/180/270 degrees per clip); also an augmentation",
+        )
+    )

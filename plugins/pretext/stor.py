@@ -1,0 +1,240 @@
+"""STOR: spatio-temporal overlap rate prediction (METHOD §1, §2.2–§2.3, §3).
+
+Plan steps (worker side, NumPy, integer geometry):
+
+* ``temporal`` — label k_t uniform among the labels whose offset fits at pace s; clip 2
+  starts ``d = s·δ_k`` frames from clip 1 (either side), ``δ_k = round_half_up((T−1)·k/n)``;
+  videos shorter than a clip loop with label 0. Label ``"stor.temporal"``.
+* ``spatial`` — box 1 a random-resized crop; label k_s uniform, rate m/n = 1 − k/n; box 2 is
+  box 1 shifted so their overlap is a corner of box 1 with area in
+  ``(m·w·h/n − sw, m·w·h/n]``. Option ``decorrelate`` keeps only box sizes where every rate
+  fits and draws the placement among those that fit. Label ``"stor.spatial"``.
+
+Heads: spatial and temporal, each ``2D → 2D → n`` (Linear-BN-ReLU-Linear) on
+``cat(y1, y2)``; terms ``"stor.spatial"`` and ``"stor.temporal"`` (cross-entropy each).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from cstp_cli.api import Option, PairPlan, PretextSpec, PretextTask, resolve_options
+from cstp_cli.hookspecs import hookimpl
+
+PARTS = ("spatial", "temporal")
+RRC_TRIES = 10
+PLACEMENT_TRIES = 10
+MAX_BOX_REDRAWS = 1000
+LOG_RATIO = (math.log(3 / 4), math.log(4 / 3))
+
+OPTIONS: dict[str, Option] = {
+    "candidates": Option("candidates", "int", 5, "number n of overlap rates 1, (n-1)/n, ..., 1/n (labels 0..n-1)"),
+    "parts": Option(
+        "parts", "list[str]", ["spatial", "temporal"], "which STOR labels and heads are used", choices=PARTS
+    ),
+    "decorrelate": Option(
+        "decorrelate", "bool", False, "draw box sizes for which every rate fits, so box size does not predict the label"
+    ),
+}
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def delta_steps(k: int, n: int, T: int) -> int:
+    """``δ_k = round_half_up((T−1)·k/n)`` in integers (METHOD §2.2)."""
+    return ((T - 1) * k * 2 + n) // (2 * n)
+
+
+def draw_rrc_size(W: int, H: int, rng: np.random.Generator) -> tuple[int, int]:
+    """One random-resized-crop size ``(w, h)``: area U[0.2, 1]·W·H, aspect log-U[3/4, 4/3], swap p ½."""
+    u_area, u_aspect, u_swap = rng.random(3).tolist()
+    area = (0.2 + 0.8 * u_area) * (W * H)
+    aspect = math.exp(LOG_RATIO[0] + (LOG_RATIO[1] - LOG_RATIO[0]) * u_aspect)
+    w = int(round(math.sqrt(area * aspect)))
+    h = int(round(math.sqrt(area / aspect)))
+    return (h, w) if u_swap < 0.5 else (w, h)
+
+
+def rrc_box(W: int, H: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
+    """Box 1 (METHOD §2.3): up to 10 size draws placed uniformly, else the largest centred square."""
+    for _ in range(RRC_TRIES):
+        w, h = draw_rrc_size(W, H, rng)
+        if 1 <= w <= W and 1 <= h <= H:
+            pos = int(rng.integers(0, (W - w + 1) * (H - h + 1)))
+            return pos % (W - w + 1), pos // (W - w + 1), w, h
+    side = min(W, H)
+    return (W - side) // 2, (H - side) // 2, side, side
+
+
+def corner_shift(corner: int, dx: int, dy: int) -> tuple[int, int]:
+    """Offset of box 2 so the overlap is corner 0 TL, 1 TR, 2 BL, 3 BR of box 1."""
+    return (-dx if corner in (0, 2) else dx), (-dy if corner in (0, 1) else dy)
+
+
+def fits(x: int, y: int, w: int, h: int, W: int, H: int) -> bool:
+    return x >= 0 and y >= 0 and x + w <= W and y + h <= H
+
+
+def overlap_widths(w: int, h: int, m: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """All overlap widths ``sw ∈ [ceil(m·w/n), w]`` and heights ``sh = m·w·h // (n·sw)``."""
+    sw = np.arange(-(-m * w // n), w + 1, dtype=np.int64)
+    return sw, (m * w * h) // (n * sw)
+
+
+@lru_cache(maxsize=65536)
+def feasible_widths(w: int, h: int, m: int, n: int, W: int, H: int) -> tuple[int, ...]:
+    """Overlap widths at rate m/n whose pair of boxes fits a ``W×H`` frame somewhere.
+
+    The pair spans ``(2w − sw) × (2h − sh)`` whatever the corner, so it fits iff that fits.
+    """
+    sw, sh = overlap_widths(w, h, m, n)
+    ok = (2 * w - sw <= W) & (2 * h - sh <= H) & (sh >= 1)
+    return tuple(int(v) for v in sw[ok])
+
+
+def every_rate_fits(w: int, h: int, n: int, W: int, H: int) -> bool:
+    """Whether every rate m/n, m = 1..n, has a placement of a ``w×h`` pair in the frame."""
+    if not (1 <= w <= W and 1 <= h <= H):
+        return False
+    return all(feasible_widths(w, h, m, n, W, H) for m in range(1, n + 1))
+
+
+@lru_cache(maxsize=1024)
+def largest_decorrelated_square(n: int, W: int, H: int) -> int:
+    """Side of the largest square box for which every rate fits (the decorrelate fallback)."""
+    for side in range(min(W, H), 0, -1):
+        if every_rate_fits(side, side, n, W, H):
+            return side
+    raise ValueError(f"stor: no box fits all {n} overlap rates in {W}x{H} frames; use fewer stor.candidates")
+
+
+# --------------------------------------------------------------------------- the task
+
+
+def mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
+    """Linear-BN-ReLU-Linear (METHOD §3)."""
+    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.BatchNorm1d(d_hidden), nn.ReLU(inplace=True), nn.Linear(d_hidden, d_out))
+
+
+class StorTask(PretextTask):
+    """Spatio-temporal overlap rate prediction (METHOD §2.2–§2.3, §3)."""
+
+    name = "stor"
+    phases = frozenset({"temporal", "spatial"})
+    writes = frozenset({"idx", "boxes"})
+
+    def __init__(self, **options: Any):
+        super().__init__(**resolve_options(OPTIONS, options, "stor"))
+        self.n = int(self.options["candidates"])
+        if self.n < 2:
+            raise ValueError(f"stor.candidates must be at least 2, got {self.n}")
+        self.parts = tuple(p for p in PARTS if p in self.options["parts"])
+        if not self.parts:
+            raise ValueError("stor.parts must name spatial, temporal or both")
+        self.decorrelate = bool(self.options["decorrelate"])
+        self.phases = frozenset(self.parts)
+        self.writes = frozenset({"temporal": "idx", "spatial": "boxes"}[p] for p in self.parts)
+
+    # worker side ----------------------------------------------------------------------
+    def plan_step(self, phase: str, plan: PairPlan, rng: np.random.Generator) -> None:
+        if phase == "temporal":
+            self.temporal(plan, rng)
+        elif phase == "spatial":
+            self.spatial(plan, rng)
+
+    def temporal(self, plan: PairPlan, rng: np.random.Generator) -> None:
+        """METHOD §2.2: ``idx`` and ``"stor.temporal"``."""
+        T, N, s, n = plan.T, plan.num_frames, plan.pace, self.n
+        span = (T - 1) * s
+        steps = np.arange(T, dtype=np.int64)
+        if span > N - 1:  # too short for a clip at this pace: loop
+            clip = (steps * (s if N >= T else 1)) % N
+            plan.idx = np.stack([clip, clip])
+            plan.labels["stor.temporal"] = np.int64(0)
+            return
+        labels = [k for k in range(n) if span + s * delta_steps(k, n, T) <= N - 1]
+        k = labels[int(rng.integers(0, len(labels)))]
+        d = s * delta_steps(k, n, T)
+        a = int(rng.integers(0, N - span - d))
+        b = a + d
+        if rng.random() < 0.5:
+            a, b = b, a
+        plan.idx = np.stack([a + s * steps, b + s * steps])
+        plan.labels["stor.temporal"] = np.int64(k)
+
+    def spatial(self, plan: PairPlan, rng: np.random.Generator) -> None:
+        """METHOD §2.3: ``boxes`` and ``"stor.spatial"``."""
+        W, H = plan.frame_wh
+        k = int(rng.integers(0, self.n))
+        boxes = self._decorrelated(W, H, k, rng) if self.decorrelate else self._clean(W, H, k, rng)
+        plan.boxes = np.asarray(boxes, dtype=np.int64)
+        plan.labels["stor.spatial"] = np.int64(k)
+
+    def _clean(self, W: int, H: int, k: int, rng: np.random.Generator) -> list[tuple[int, int, int, int]]:
+        """Box 1, then up to 10 tries of (sw, corner) for box 2; all fail: redraw box 1, keep k.
+
+        One integer draw v per try: ``sw = ceil(m·w/n) + v // 4``, corner ``v % 4``.
+        """
+        n, m = self.n, self.n - k
+        for _ in range(MAX_BOX_REDRAWS):
+            x, y, w, h = rrc_box(W, H, rng)
+            lo = -(-m * w // n)
+            for v in rng.integers(0, (w - lo + 1) * 4, size=PLACEMENT_TRIES).tolist():
+                sw = lo + v // 4
+                sh = (m * w * h) // (n * sw)
+                sx, sy = corner_shift(v % 4, w - sw, h - sh)
+                if fits(x + sx, y + sy, w, h, W, H):
+                    return [(x, y, w, h), (x + sx, y + sy, w, h)]
+        raise ValueError(f"stor: no placement of rate {m}/{n} found in {W}x{H} frames; use fewer stor.candidates")
+
+    def _decorrelated(self, W: int, H: int, k: int, rng: np.random.Generator) -> list[tuple[int, int, int, int]]:
+        n, m = self.n, self.n - k
+        for _ in range(RRC_TRIES):
+            w, h = draw_rrc_size(W, H, rng)
+            if every_rate_fits(w, h, n, W, H):
+                break
+        else:
+            w = h = largest_decorrelated_square(n, W, H)
+        widths = feasible_widths(w, h, m, n, W, H)
+        sw = widths[int(rng.integers(0, len(widths)))]
+        sh = (m * w * h) // (n * sw)
+        dx, dy = w - sw, h - sh
+        corner = int(rng.integers(0, 4))
+        ux = int(rng.integers(0, W - (w + dx) + 1))
+        uy = int(rng.integers(0, H - (h + dy) + 1))
+        left, top = corner in (0, 2), corner in (0, 1)  # box 2 lies left / above box 1
+        x1, x2 = (ux + dx, ux) if left else (ux, ux + dx)
+        y1, y2 = (uy + dy, uy) if top else (uy, uy + dy)
+        return [(x1, y1, w, h), (x2, y2, w, h)]
+
+    # training side --------------------------------------------------------------------
+    def head(self, feature_dim: int) -> nn.Module:
+        """One ``2D → 2D → n`` head per part, keyed ``"spatial"``/``"temporal"`` (METHOD §3)."""
+        d = 2 * int(feature_dim)
+        return nn.ModuleDict({p: mlp(d, d, self.n) for p in self.parts})
+
+    def loss(self, y1: torch.Tensor, y2: torch.Tensor, labels: Mapping[str, torch.Tensor], head: nn.Module) -> dict[str, torch.Tensor]:
+        """``{"stor.spatial": CE, "stor.temporal": CE}`` on ``cat(y1, y2)``; y float[B, D], labels int64[B]."""
+        z = torch.cat([y1, y2], dim=1)
+        return {f"stor.{p}": F.cross_entropy(head[p](z), labels[f"stor.{p}"].long()) for p in self.parts}
+
+
+@hookimpl
+def register_pretext_tasks(register):
+    register(
+        PretextSpec(
+            name="stor",
+            build=StorTask,
+            default_weight=1.0,
+            options=OPTIONS,
+            description="spatio-temporal overlap rate prediction of the two clips (n-way, spatial and temporal)",
+        )
+    )

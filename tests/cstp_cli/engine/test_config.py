@@ -1,0 +1,65 @@
+"""Run configuration: defaults, presets, TOML files and flags in that order."""
+
+from __future__ import annotations
+
+import pytest
+
+from cstp_cli.engine.config import DEFAULTS, build_config, parse_sets, preset_names
+from cstp_cli.errors import UsageError
+
+
+def test_defaults_are_method_section_6():
+    cfg = build_config(data_given=True)
+    assert (cfg["lr"], cfg["momentum"], cfg["weight_decay"], cfg["min_lr"]) == (0.03, 0.9, 5e-4, 1e-5)
+    assert (cfg["batch_size"], cfg["epochs"], cfg["grad_clip"], cfg["frames"], cfg["clip_size"]) == (60, 300, 18.0, 16, 112)
+    assert cfg["objective"] == {"contrastive": "byol", "pretext": "stor,rot,pace", "augment": "pace,rot"}
+
+
+def test_no_data_selects_the_cpu_synthetic_preset():
+    cfg = build_config(data_given=False)
+    assert cfg["preset"] == "cpu-synthetic" and cfg["width"] == "tiny"
+
+
+def test_every_shipped_preset_loads():
+    assert {"cpu-synthetic", "ucf101-r21d-byol", "ucf101-c3d-byol", "k400-r21d-byol"} <= set(preset_names())
+    for name in preset_names():
+        assert build_config(data_given=True, preset=name)["preset"] == name
+    assert build_config(data_given=True, preset="ucf101-c3d-byol")["backbone"] == "c3d"
+    assert build_config(data_given=True, preset="k400-r21d-byol")["batch_size"] == 128
+
+
+def test_precedence_preset_then_file_then_flags(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text(
+        'preset = "ucf101-c3d-byol"\nepochs = 7\nlr = 0.1\n'
+        '[objective]\npretext = ["stor", "rot=0.5"]\n[pretext.stor]\ndecorrelate = true\n'
+    )
+    cfg = build_config(data_given=True, config_file=path, flags={"lr": 0.2, "epochs": None})
+    assert cfg["backbone"] == "c3d" and cfg["epochs"] == 7 and cfg["lr"] == 0.2
+    assert cfg["objective"]["pretext"] == "stor,rot=0.5" and cfg["objective"]["contrastive"] == "byol=0.1"
+    assert cfg["pretext"] == {"stor": {"decorrelate": True}}
+
+
+def test_unknown_setting_in_a_config_file_is_refused(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text("learning_rate = 0.1\n")
+    with pytest.raises(UsageError, match="unknown setting 'learning_rate'"):
+        build_config(data_given=True, config_file=path)
+
+
+def test_unknown_preset_lists_the_shipped_ones():
+    with pytest.raises(UsageError, match="unknown preset 'fast'.*cpu-synthetic"):
+        build_config(data_given=True, preset="fast")
+
+
+def test_set_parses_component_option_value():
+    assert parse_sets(["stor.candidates=4", "byol.momentum=cosine"]) == {"stor": {"candidates": "4"}, "byol": {"momentum": "cosine"}}
+    with pytest.raises(UsageError, match="COMPONENT.OPTION=VALUE"):
+        parse_sets(["candidates=4"])
+
+
+@pytest.mark.parametrize("flag, value", [("batch_size", 1), ("precision", "fp16"), ("width", "huge"), ("size", "171")])
+def test_bad_values_are_usage_errors(flag, value):
+    assert flag in DEFAULTS
+    with pytest.raises(UsageError):
+        build_config(data_given=True, flags={flag: value})
