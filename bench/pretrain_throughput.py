@@ -155,9 +155,10 @@ def main(argv: list[str] | None = None) -> None:
     bare = bare_loop(args, device, has_target)
     ratio = real / bare
     name = device_name(device)
+    precision = args.precision if device.type == "cuda" else "fp32"  # autocast is CUDA-only
     row = (
         f"| {name} | {args.backbone} ({args.width}) | {args.scheme} | {args.batch} | {args.frames}×{args.clip_size}² "
-        f"| {args.precision}{' +compile' if args.compile else ''} | {args.workers} | {bare:.1f} | {real:.1f} | {ratio:.2f} |"
+        f"| {precision}{' +compile' if args.compile else ''} | {args.workers} | {bare:.1f} | {real:.1f} | {ratio:.2f} |"
     )
     print(f"device: {name}")
     print(f"(a) bare backbone loop ({'with' if has_target else 'no'} target passes): {bare:.1f} clips/s")

@@ -21,7 +21,6 @@ with h5py fancy or step selection (≈200× slower).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime
 import hashlib
 import json
@@ -73,6 +72,8 @@ FINGERPRINT_BYTES = 64 * 1024
 #: call costs ≈ 12 µs of overhead, one extra frame in a run ≈ 5 µs, so gaps of ≤ 2 frames
 #: are cheaper to read through (pace 1–2 → runs, pace ≥ 4 → single frames).
 MERGE_GAP = 2
+#: Seconds a decoder process may take to start (import cstp, av) before the build fails.
+WORKER_START_TIMEOUT = 60.0
 #: Shard flush thresholds of a build (whichever is reached first).
 SHARD_VIDEOS = 32
 SHARD_BYTES = 256 << 20
@@ -279,6 +280,7 @@ class _Worker:
     ready: bool = False
     job: _Job | None = None
     since: float = 0.0
+    started: float = field(default_factory=time.monotonic)
 
 
 class _DecoderPool:
@@ -326,8 +328,9 @@ class _DecoderPool:
                     if w.ready and w.job is None and pending:
                         w.job, w.since = pending.popleft(), time.monotonic()
                         w.conn.send(w.job)
-                busy = [w.since + self.timeout for w in workers if w.job is not None]
-                wait_s = max(0.0, min(busy) - time.monotonic()) if busy else None
+                deadlines = [w.since + self.timeout for w in workers if w.job is not None]
+                deadlines += [w.started + WORKER_START_TIMEOUT for w in workers if not w.ready]
+                wait_s = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
                 _mp_wait([w.conn for w in workers] + [w.proc.sentinel for w in workers], timeout=wait_s)
                 for k, w in enumerate(workers):
                     workers[k] = self._poll(w, on_outcome)
@@ -367,6 +370,11 @@ class _DecoderPool:
                     )
             self._stop(w, kill=True)
             return self._start()
+        if not w.ready and time.monotonic() - w.started > WORKER_START_TIMEOUT:
+            raise CacheError(
+                f"decoder worker processes did not start within {WORKER_START_TIMEOUT:g} s; a script that "
+                "builds a cache must guard its main code with `if __name__ == \"__main__\":` (workers import it)"
+            )
         if w.job is not None and time.monotonic() - w.since > self.timeout:
             on_outcome(
                 _Outcome(w.job.index, reason=f"timed out after {self.timeout:g} s (decoder hung); raise --timeout if the file is just long")
@@ -656,7 +664,10 @@ def _build_locked(index, out, size, workers, compression, fps, timeout, progress
     def flush() -> None:
         nonlocal seq, buffer, buffered_bytes
         if buffer:
-            _write_shard(folder, seq, buffer)
+            try:
+                _write_shard(folder, seq, buffer)
+            except OSError as exc:
+                raise CacheError(f"cannot write a shard in {folder}: {exc.strerror or exc}; free space or choose another folder with -o") from None
             seq, buffer, buffered_bytes = seq + 1, [], 0
 
     def on_outcome(o: _Outcome) -> None:
@@ -678,11 +689,15 @@ def _build_locked(index, out, size, workers, compression, fps, timeout, progress
 
     done, failed, _ = _scan_shards(folder)
     failures = [(str(index.videos[i].rel), failed[i]) for i in sorted(failed)]
-    warnings = [f"{index.videos[i].rel}: {w}" for i in sorted(done) for w in done[i].warnings]
+    warnings = [str(w) for w in getattr(index, "warnings", None) or []]
+    warnings += [f"{index.videos[i].rel}: {w}" for i in sorted(done) for w in done[i].warnings]
     if not done:
         shutil.rmtree(folder, ignore_errors=True)
         return BuildResult(None, 0, failures, warnings)
-    _assemble(out, index, done, failed, size, fps, compression, key)
+    try:
+        _assemble(out, index, done, failed, size, fps, compression, key)
+    except OSError as exc:
+        raise CacheError(f"cannot write {out}: {exc.strerror or exc}; free space or choose another file with -o (finished shards are kept)") from None
     shutil.rmtree(folder, ignore_errors=True)
     return BuildResult(out, len(done), failures, warnings)
 
@@ -839,6 +854,7 @@ class CacheReader:
                 f"give a dataset folder or a cache built with --size {w}x{h}"
             )
         self._h5: Any = None
+        self._dset: Any = None
         self._view: np.ndarray | None = None
         self._pid: int | None = None
 
@@ -901,12 +917,13 @@ class CacheReader:
             chunk = CHUNK_FRAMES * w * h * 3
             self._h5 = h5py.File(self.path, "r", rdcc_nbytes=max(1 << 20, 8 * chunk), rdcc_nslots=521)
             self._pid = os.getpid()
+            self._dset = self._h5["frames"]
             self._view = None
             offset = int(self.attrs.get("frames_offset", -1))
             shape = (self.total_frames, h, w, 3)
             if offset >= 0 and self.total_frames and offset + int(np.prod(shape)) <= os.path.getsize(self.path):
                 self._view = np.memmap(self.path, dtype=np.uint8, mode="r", offset=offset, shape=shape)
-        return self._h5["frames"], self._view
+        return self._dset, self._view
 
     def read(self, video: int, idx: np.ndarray | Sequence[int], out: np.ndarray | None = None) -> np.ndarray:
         """Frames ``idx`` (int [K], any order, repeats allowed) of ``video`` → uint8 [K,H,W,3]
@@ -962,11 +979,11 @@ class CacheReader:
         """Close this process's handle (reopened on the next read)."""
         if self._h5 is not None and self._pid == os.getpid():
             self._h5.close()
-        self._h5 = self._view = None
+        self._h5 = self._dset = self._view = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_h5"], state["_view"], state["_pid"] = None, None, None
+        state["_h5"], state["_dset"], state["_view"], state["_pid"] = None, None, None, None
         return state
 
     def __len__(self) -> int:
@@ -1069,3 +1086,57 @@ def _check_sources(r: CacheReader, f: Any) -> list[str]:
         if fp["size"] != int(sizes[i]) or fp["sha1"] != shas[i]:
             out.append(f"{rel}: source file changed since the cache was built (fingerprint differs); rebuild the cache")
     return out
+
+
+# --------------------------------------------------------------------------- feature files
+
+
+FEATURES_FORMAT = "cstp-features"
+
+
+def write_features(
+    path: str | os.PathLike, features: np.ndarray, labels: np.ndarray, paths: Sequence[str], attrs: dict[str, Any]
+) -> Path:
+    """Write video features atomically as HDF5 (``cstp embed -o features.h5``).
+
+    Datasets: ``features float32[V, F]``, ``labels int64[V]``, ``paths`` (UTF-8 strings);
+    root attributes: ``format`` = ``"cstp-features"`` and ``attrs`` (JSON-able values;
+    lists and dicts are stored as JSON text).
+    """
+    path = Path(path)
+    features = np.asarray(features, dtype=np.float32)
+    labels = np.asarray(labels, dtype=np.int64)
+    if features.ndim != 2 or len(labels) != len(features) or len(paths) != len(features):
+        raise CstpError(f"features {features.shape}, labels {labels.shape} and {len(paths)} paths do not agree")
+    _check_writable(path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("features", data=features)
+            f.create_dataset("labels", data=labels)
+            f.create_dataset("paths", data=_strings(paths), dtype=_STR)
+            f.attrs["format"] = FEATURES_FORMAT
+            for key, value in attrs.items():
+                f.attrs[key] = json.dumps(value) if isinstance(value, (list, tuple, dict)) else value
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def read_features(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a file of :func:`write_features`: ``features``, ``labels``, ``paths``, ``attrs``."""
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") != FEATURES_FORMAT:
+                raise CacheError(f"{path} is not a cstp features file; write one with `cstp embed -o FILE.h5`")
+            return {
+                "features": f["features"][...],
+                "labels": f["labels"][...],
+                "paths": _read_strings(f["paths"]),
+                "attrs": {k: _attr(v) for k, v in f.attrs.items() if k != "format"},
+            }
+    except OSError as exc:
+        raise CacheError(f"{path}: cannot read features ({exc})") from exc

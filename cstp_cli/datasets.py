@@ -248,8 +248,7 @@ def _load_ucf101(root: Path) -> DatasetIndex:
         for which in ("train", "test"):
             list_file = lists / f"{which}list{fold:02d}.txt"
             for lineno, line in _read_lines(list_file):
-                rel, _, label_text = line.partition(" ")
-                rel = rel.replace("\\", "/")
+                rel, label_text = _ucf_line(line, bases)
                 label = _ucf_label(rel, label_text.strip(), by_name, classes, list_file, lineno)
                 entry = videos.get(rel)
                 if entry is None:
@@ -263,6 +262,19 @@ def _load_ucf101(root: Path) -> DatasetIndex:
         for fold in folds:
             entry.splits.setdefault(fold, "unused")
     return DatasetIndex(root=root, kind="ucf101", classes=classes, videos=list(videos.values()), folds=folds)
+
+
+def _ucf_line(line: str, bases: list[Path]) -> tuple[str, str]:
+    """Split a UCF-101 list line into (relative path, label text); names may hold spaces.
+
+    Train lists end in a class index (``path label``), test lists hold the path alone: the
+    last token is a label only when it is a number and the whole line is not itself a video.
+    """
+    whole = line.replace("\\", "/")
+    head, sep, tail = whole.rpartition(" ")
+    if sep and tail.isdigit() and _resolve_video(bases, whole) is None:
+        return head.rstrip(), tail
+    return whole, ""
 
 
 def _read_class_ind(path: Path) -> list[str]:

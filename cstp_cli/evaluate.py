@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from cstp_cli.errors import CheckpointError, DataError, UsageError
+from cstp_cli.errors import DataError, UsageError
 
 #: Recall cut-offs of the retrieval protocol (METHOD §7).
 RECALL_KS: tuple[int, ...] = (1, 5, 10, 20, 50)
@@ -428,11 +428,6 @@ def retrieval_report(
     scores, indices = running_topk(query_features, gallery_features, max(ks), device=device, **chunks)
     return recall_at_k(indices, query_labels, gallery_labels, ks), scores, indices
 
-
-def check_encoder_checkpoint(ckpt: dict, path: str) -> None:
-    """A one-line error when a checkpoint has no encoder (e.g. a plain state dict)."""
-    if "encoder" not in ckpt or "backbone" not in ckpt:
-        raise CheckpointError(f"{path} is not a cstp encoder checkpoint; pass one written by cstp pretrain/finetune")
 
 
 # --------------------------------------------------------------------------- pipelines

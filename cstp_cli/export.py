@@ -11,8 +11,10 @@ a previous good file.
 
 Parity (:func:`tolerance`): on inputs uniform in [−1, 1] at batch sizes other than the
 exported one (1, 3, 7 by default) and, for a dynamic time axis, at another T, every output
-must satisfy ``max|onnx − torch| <= 1e-4 · max(1, max|torch|) + 1e-5`` — relative to the
-scale of the outputs, since freshly initialised or deep encoders have features far from 1.
+must satisfy ``max|onnx − torch| <= 1e-4 · max|torch| + 1e-8`` — relative to the scale of the
+outputs, with no floor at 1: freshly initialised encoders have features far from 1 (a new
+torchvision S3D gives |features| ~ 1e-6, a tiny one ~ 1e2), and float32 round-off is
+relative (observed diffs are 1e-7–1e-6 of max|torch| on every built-in backbone).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ EXPORTERS = ("dynamo", "legacy")
 FORMATS = ("onnx", "state_dict")
 MIN_OPSET = 18
 RTOL = 1e-4
-ATOL = 1e-5
+ATOL = 1e-8
 PARITY_BATCHES = (1, 3, 7)
 INPUT_NAME = "clips"
 OUTPUT_NAME = "features"
@@ -45,8 +47,8 @@ MAX_FRAMES = 4096
 
 
 def tolerance(max_ref: float, rtol: float = RTOL, atol: float = ATOL) -> float:
-    """Allowed ``max|diff|`` for outputs whose largest magnitude is ``max_ref``: ``rtol·max(1, max_ref) + atol``."""
-    return rtol * max(1.0, float(max_ref)) + atol
+    """Allowed ``max|diff|`` for outputs whose largest magnitude is ``max_ref``: ``rtol·max_ref + atol``."""
+    return rtol * float(max_ref) + atol
 
 
 @dataclass
@@ -375,13 +377,13 @@ def export_onnx(
     model, ckpt, sha, spec = _load(checkpoint_path)
     frames, size = _clip(ckpt)
     example = torch.rand(batch, 3, frames, size, size, generator=torch.Generator().manual_seed(1)) * 2 - 1
-    proto, dynamic_time, notes = trace_onnx(
-        model, example, exporter=exporter, opset=opset,
-        dynamic_time=bool(spec.dynamic_time), min_frames=int(spec.min_frames),
-    )
-    metadata = _metadata(ckpt, sha, dynamic_time, spec.min_frames, exporter, opset, model.feature_dim)
-    tmp = _temp_beside(out, ".onnx")
+    tmp = _temp_beside(out, ".onnx")  # fails early on an unwritable folder
     try:
+        proto, dynamic_time, notes = trace_onnx(
+            model, example, exporter=exporter, opset=opset,
+            dynamic_time=bool(spec.dynamic_time), min_frames=int(spec.min_frames),
+        )
+        metadata = _metadata(ckpt, sha, dynamic_time, spec.min_frames, exporter, opset, model.feature_dim)
         _save_onnx(proto, tmp, metadata)
         result = ExportResult(
             path=out, format="onnx", backbone=metadata["backbone"], width=metadata["width"],

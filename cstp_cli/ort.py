@@ -145,10 +145,16 @@ def _provider_name(entry: Any) -> str:
 
 
 def create_session(
-    path: str | os.PathLike, provider: str = "auto", *, available: Sequence[str] | None = None, precise: bool = False
+    path: str | os.PathLike,
+    provider: str = "auto",
+    *,
+    available: Sequence[str] | None = None,
+    precise: bool = False,
+    threads: int | None = None,
 ) -> Any:
     """An ``InferenceSession`` on ``path`` with :func:`choose_providers`; refuses a silent fallback.
 
+    ``threads``: CPU intra-op threads (default: onnxruntime's, one per physical core).
     Raises ExportError when the file is not a loadable ONNX model, or when ``cuda`` /
     ``tensorrt`` was requested but onnxruntime fell back to another provider.
     """
@@ -159,6 +165,8 @@ def create_session(
         Path(providers[0][1]["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = int(threads)
     names = [_provider_name(p) for p in providers]
     opts = [p[1] if isinstance(p, tuple) else {} for p in providers]
     try:
@@ -179,7 +187,7 @@ def create_session(
 def read_metadata(path: str | os.PathLike, props: dict[str, str] | None = None) -> dict[str, Any]:
     """The cstp metadata of an ONNX encoder, parsed (JSON values decoded).
 
-    ``props`` are the raw ``metadata_props`` (default: read from the session of ``path``).
+    ``props`` are the raw ``metadata_props`` (default: read from the file with ``onnx``).
     Raises ExportError naming the missing or malformed key.
     """
     if props is None:
@@ -224,12 +232,18 @@ class OnnxEncoder:
     """
 
     def __init__(
-        self, path: str | os.PathLike, provider: str = "auto", *, available: Sequence[str] | None = None, precise: bool = False
+        self,
+        path: str | os.PathLike,
+        provider: str = "auto",
+        *,
+        available: Sequence[str] | None = None,
+        precise: bool = False,
+        threads: int | None = None,
     ):
         self.path = Path(path)
         if not self.path.is_file():
             raise ExportError(f"ONNX model {self.path} does not exist; create it with cstp export CKPT -o {self.path}")
-        self.session = create_session(self.path, provider, available=available, precise=precise)
+        self.session = create_session(self.path, provider, available=available, precise=precise, threads=threads)
         props = dict(self.session.get_modelmeta().custom_metadata_map)
         self.metadata = read_metadata(self.path, props)
         self.provider: str = self.session.get_providers()[0]
@@ -307,6 +321,10 @@ class OnnxEncoder:
         self.check_input(tuple(x.shape), x.dtype)
         on_gpu = x.device.type == "cuda" and self.provider in (CUDA, TENSORRT)
         x = (x if on_gpu else x.detach().cpu()).detach().contiguous()
+        if on_gpu:  # onnxruntime runs on its own stream: let torch's pending work finish first
+            import torch
+
+            torch.cuda.current_stream(x.device).synchronize()
         device = "cuda" if on_gpu else "cpu"
         index = (x.device.index or 0) if on_gpu else 0
         binding = self.session.io_binding()
@@ -319,8 +337,6 @@ class OnnxEncoder:
             buffer_ptr=x.data_ptr(),
         )
         binding.bind_output(self.output_name, device_type=device, device_id=index)
-        if on_gpu:
-            binding.synchronize_inputs()
         try:
             self.session.run_with_iobinding(binding)
         except Exception as exc:

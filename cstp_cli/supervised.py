@@ -28,7 +28,7 @@ import numpy as np
 
 from cstp_cli import evaluate as ev
 from cstp_cli.checkpoint import atomic_save, encoder_checkpoint, load_checkpoint
-from cstp_cli.errors import CheckpointError, DataError, TrainingError, UsageError
+from cstp_cli.errors import CheckpointError, TrainingError, UsageError
 
 PACES = (1, 2, 4, 8)
 AUGMENTS = ("pace", "rot")
@@ -437,7 +437,8 @@ def run_supervised(
     Args:
         backbone: the encoder module (already initialised: pretrained weights or random).
         info: ``backbone``, ``width``, ``feature_dim``, ``frame_wh``, ``init`` (recorded).
-        out_dir: where ``checkpoint.pt`` (every epoch, atomic) and ``metrics.json`` go.
+        out_dir: where ``checkpoint.pt`` goes (every epoch and at the end, atomically; the final
+            one also holds the test results).
         resume: continue from ``out_dir/checkpoint.pt`` at its next epoch.
         progress_factory: ``(total, description) -> bar`` with ``update(n)`` and ``close()``.
 
@@ -526,7 +527,8 @@ def _train_epoch(model: Classifier, data: TrainClipDataset, opt: Any, cfg: Super
     )
     model.train(True)
     cuda = str(device).startswith("cuda")
-    bar = progress_factory(len(data), desc) if progress_factory else None
+    used = len(loader) * cfg.batch_size if loader.drop_last else len(data)
+    bar = progress_factory(used, desc) if progress_factory else None
     total, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
     for frames, plans, labels in loader:
         clips = augment_clips(frames, plans, cfg.clip_size, device)

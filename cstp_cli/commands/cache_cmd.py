@@ -27,7 +27,7 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f} MB"
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
 
 
 @cache_app.command("build")
@@ -43,7 +43,10 @@ def build(
     workers: Annotated[
         Optional[int], typer.Option("--workers", min=0, help="Decoder processes (default: CPU count, at most 8; 0 = in this process).")
     ] = None,
-    compression: Annotated[Compression, typer.Option("--compression", help="HDF5 compression of the frames.")] = Compression.none,
+    compression: Annotated[
+        Optional[Compression],
+        typer.Option("--compression", help="HDF5 compression of the frames (default: none; lzf for the built-in synthetic dataset)."),
+    ] = None,
     fps: Annotated[
         Optional[float], typer.Option("--fps", min=0.001, help="Resample every video to this frame rate (default: keep each video's frames).")
     ] = None,
@@ -56,9 +59,11 @@ def build(
 
     wh = _size(size)
     if data is None:
+        from cstp_cli.resolve import SYNTHETIC_COMPRESSION
         from cstp_cli.synth import default_dataset_root
 
         root = Path(default_dataset_root())
+        compression = compression or Compression(SYNTHETIC_COMPRESSION)
     else:
         root = Path(data).expanduser()
     if not root.exists():
@@ -66,7 +71,7 @@ def build(
     if is_cache_file(root):
         raise DataError(f"{root} is already a cache file; give the dataset folder it was built from")
     result = build_cache(
-        root, out=output, size=wh, workers=workers, compression=compression.value, fps=fps, timeout=timeout, progress=not quiet
+        root, out=output, size=wh, workers=workers, compression=(compression or Compression.none).value, fps=fps, timeout=timeout, progress=not quiet
     )
     for line in result.warnings:
         typer.echo(f"warning: {line}", err=True)

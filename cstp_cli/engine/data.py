@@ -10,6 +10,7 @@ first unconsumed position.
 
 from __future__ import annotations
 
+import signal
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -107,6 +108,14 @@ def steps_per_epoch(num_samples: int, global_batch: int) -> int:
     return steps
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """Worker init: SIGINT/SIGTERM are the main process's to handle (it finishes the step,
+    saves and shuts the workers down), so a Ctrl-C or a job-wide SIGTERM never kills a
+    worker under the main process mid-step."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def make_loader(
     dataset: PairDataset,
     *,
@@ -134,5 +143,6 @@ def make_loader(
         pin_memory=pin_memory,
         drop_last=False,
         generator=torch.Generator().manual_seed(0),
+        worker_init_fn=ignore_stop_signals if workers > 0 else None,
         prefetch_factor=4 if workers > 0 else None,
     )

@@ -10,15 +10,21 @@ What this module gives the engine and the evaluation commands:
 * Data: ``--batch-size`` is global (METHOD §0). :func:`shard_of_batch` gives rank r the
   contiguous block ``[r·G/W, (r+1)·G/W)`` of every global batch of G samples, so gathers in
   rank order (SimCLR negatives, MoCo keys) see the global batch in its single-process order.
-  :func:`shard_range` / :func:`gather_tensors` / :func:`gather_objects` split evaluation work
-  and gather the results back in the original order.
+  :class:`ShardedBatchSampler` does the same for a DataLoader (fine-tuning). Evaluation:
+  :func:`sharded_map` computes each rank's contiguous shard (:func:`shard_range`) and gathers
+  the results back in the original order (:func:`gather_tensors`, :func:`gather_objects`).
+  :func:`main_first` lets rank 0 build caches before the others read them;
+  :func:`broadcast_object` makes values such as a timestamped run folder agree.
 * Model: :class:`TrainModule` holds encoder + objective (scheme with its projector,
   predictor, targets and queue; pretext heads) and runs the whole objective in ``forward``;
   :func:`wrap_for_ddp` wraps it in ``DistributedDataParallel`` so DDP's gradient averaging
   covers every trainable parameter. Target networks (every submodule whose parameters all
   have ``requires_grad=False``) are excluded from DDP's parameter and buffer
   synchronisation: they are not wrapped, only broadcast from rank 0 once at wrap time.
-  ``--sync-bn`` converts BatchNorm to torch's SyncBatchNorm (CUDA only).
+  ``--sync-bn`` converts BatchNorm to torch's SyncBatchNorm (CUDA only). :class:`CallModule`
+  adapts models that are not one ``nn.Module`` (the fine-tuning classifier).
+  :func:`reduce_logs` averages logged scalars over ranks; :func:`any_rank` makes every rank
+  stop at the same step (SIGINT seen by one rank).
 * Failures: collectives time out after ``CSTP_DIST_TIMEOUT`` seconds (default 1800); a rank
   that dies or hangs makes the others raise :class:`DistributedError` (one line) inside
   :func:`guard`. Only rank 0 writes (:func:`rank_zero_only`, :func:`save_on_main`), through
@@ -31,6 +37,7 @@ SyncBatchNorm need GPUs and are documented in docs/distributed.md, not tested he
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime
 import functools
@@ -145,7 +152,10 @@ def _resolve_device(name: str, local_rank: int, world_size: int) -> torch.device
             f"--device {name}: under torchrun each rank uses cuda:LOCAL_RANK; pass --device cuda "
             "and pick GPUs with CUDA_VISIBLE_DEVICES"
         )
-    index = device.index if device.index is not None else (local_rank if world_size > 1 else torch.cuda.current_device())
+    if device.index is not None:
+        index = device.index
+    else:
+        index = local_rank if world_size > 1 else torch.cuda.current_device()
     if index >= torch.cuda.device_count():
         raise UsageError(
             f"rank with LOCAL_RANK={local_rank} needs cuda:{index} but {torch.cuda.device_count()} GPU(s) are visible; "
@@ -213,14 +223,8 @@ def init_distributed(device: str = "auto") -> DistContext:
             f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} ({_first_line(exc)}); check the rendezvous "
             "endpoint, the firewall and that every node started"
         ) from exc
+    atexit.register(cleanup)  # commands need not call cleanup() themselves
     return DistContext(rank, world, local_rank, dev, backend, timeout)
-
-
-def current() -> DistContext:
-    """The context of the running process group, or the one-process context (device CPU)."""
-    if dist.is_available() and dist.is_initialized():
-        return _context_of_group("cpu" if dist.get_backend() == "gloo" else "cuda")
-    return DistContext()
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -246,12 +250,17 @@ def cleanup() -> None:
 
 @contextlib.contextmanager
 def distributed(device: str = "auto") -> Iterator[DistContext]:
-    """``with distributed(cfg["device"]) as ctx:`` — :func:`init_distributed`, then :func:`cleanup`."""
+    """``with distributed(cfg["device"]) as ctx:`` — :func:`init_distributed`, then :func:`cleanup`.
+
+    A process group that existed before the block (initialised by the caller) is left alone.
+    """
+    owner = not (dist.is_available() and dist.is_initialized())
     ctx = init_distributed(device)
     try:
         yield ctx
     finally:
-        cleanup()
+        if owner:
+            cleanup()
 
 
 # --------------------------------------------------------------------------- failures
@@ -275,33 +284,56 @@ def is_collective_failure(exc: BaseException) -> bool:
     return any(mark in text for mark in _FAILURE_MARKS)
 
 
+def _failure_message(what: str, exc: BaseException, checkpoint: str | os.PathLike | None) -> str:
+    rank, world = rank_and_world()
+    if checkpoint is None:
+        kept = "checkpoints are written by rank 0 only, atomically: the last one is whole; continue with --resume"
+    elif Path(checkpoint).is_file():
+        kept = f"the last checkpoint {checkpoint} is intact; continue with --resume {checkpoint}"
+    else:
+        kept = "no checkpoint was written by this run yet"
+    return (
+        f"rank {rank}/{world}: {what} failed because another rank died or hung "
+        f"(collectives wait at most {TIMEOUT_ENV}={timeout_seconds():g}s; {_first_line(exc)}); "
+        f"see the other ranks' output for the cause; {kept}"
+    )
+
+
 @contextlib.contextmanager
 def guard(what: str, checkpoint: str | os.PathLike | None = None) -> Iterator[None]:
     """Turn a failed collective inside the block into one :class:`DistributedError` line.
 
     ``what`` names the work (``"training step 12"``); ``checkpoint`` is the last one written,
-    reported as kept (it was written atomically by rank 0, so it is whole). Other errors pass
-    through unchanged. A no-op without a process group.
+    reported as intact (rank 0 wrote it atomically, so it is whole). A
+    :class:`DistributedError` raised by a helper inside the block is re-worded with ``what``
+    and ``checkpoint``. Other errors pass through unchanged. A no-op without a process group.
     """
-    rank, world = rank_and_world()
-    if world == 1:
+    if rank_and_world()[1] == 1:
         yield
         return
     try:
         yield
+    except DistributedError as exc:
+        cause = exc.__cause__ or exc
+        raise DistributedError(_failure_message(what, cause, checkpoint)) from cause
     except Exception as exc:
         if not is_collective_failure(exc):
             raise
-        kept = (
-            f"the last checkpoint {checkpoint} is intact; continue with --resume {checkpoint}"
-            if checkpoint is not None and Path(checkpoint).is_file()
-            else "no checkpoint was written by this run yet"
-        )
-        raise DistributedError(
-            f"rank {rank}/{world}: {what} failed because another rank died or hung "
-            f"(collectives wait at most {TIMEOUT_ENV}={timeout_seconds():g}s; {_first_line(exc)}); "
-            f"see the other ranks' output for the cause; {kept}"
-        ) from exc
+        raise DistributedError(_failure_message(what, exc, checkpoint)) from exc
+
+
+def _collective(what: str) -> Callable[[F], F]:
+    """Decorator: the helper's collectives fail with one :class:`DistributedError` line."""
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with guard(what):
+                return fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 # --------------------------------------------------------------------------- rank 0 only
@@ -337,7 +369,8 @@ def local_batch_size(global_batch: int, world_size: int) -> int:
     if global_batch < 1 or global_batch % world_size:
         raise UsageError(
             f"--batch-size {global_batch} is global and must be a positive multiple of the world size {world_size} "
-            f"(torchrun --nnodes × --nproc-per-node); use e.g. --batch-size {max(1, global_batch // world_size) * world_size}"
+            "(torchrun --nnodes × --nproc-per-node); "
+            f"use e.g. --batch-size {max(1, global_batch // world_size) * world_size}"
         )
     return global_batch // world_size
 
@@ -374,6 +407,7 @@ def _comm_device() -> torch.device:
     return torch.device("cpu")
 
 
+@_collective("gathering results from every rank")
 def gather_tensors(x: torch.Tensor) -> torch.Tensor:
     """Every rank's ``x [n_r, ...]`` concatenated in rank order → ``[Σ n_r, ...]`` on every rank.
 
@@ -402,6 +436,7 @@ def gather_tensors(x: torch.Tensor) -> torch.Tensor:
     return (out.bool() if flag else out).to(home)
 
 
+@_collective("gathering results from every rank")
 def gather_objects(obj: Any) -> list[Any]:
     """Every rank's picklable ``obj``, as a list in rank order (``[obj]`` in one process)."""
     _, world = rank_and_world()
@@ -457,7 +492,8 @@ class ShardedBatchSampler(torch.utils.data.Sampler):
     def __init__(self, order: Sequence[int], global_batch: int, rank: int = 0, world: int = 1, drop_last: bool = True):
         local_batch_size(global_batch, world)
         self.order = [int(i) for i in order]
-        self.global_batch, self.rank, self.world, self.drop_last = int(global_batch), int(rank), int(world), bool(drop_last)
+        self.global_batch, self.rank, self.world = int(global_batch), int(rank), int(world)
+        self.drop_last = bool(drop_last)
 
     def __iter__(self) -> Iterator[list[int]]:
         g = self.global_batch
@@ -477,6 +513,7 @@ class ShardedBatchSampler(torch.utils.data.Sampler):
         return len(self.order) // self.global_batch + int(self._keeps_rest())
 
 
+@_collective("receiving a value from rank 0")
 def broadcast_object(obj: Any, src: int = 0) -> Any:
     """Rank ``src``'s picklable ``obj`` on every rank (e.g. a run folder named after the time)."""
     _, world = rank_and_world()
@@ -487,6 +524,7 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     return box[0]
 
 
+@_collective("waiting for every rank")
 def barrier() -> None:
     """Wait for every rank (no-op in one process)."""
     _, world = rank_and_world()
@@ -498,6 +536,23 @@ def barrier() -> None:
         dist.barrier()
 
 
+@contextlib.contextmanager
+def main_first() -> Iterator[None]:
+    """Rank 0 runs the block first, the others after it (e.g. building a cache or the synthetic set).
+
+    The other ranks then find the finished files instead of racing to write them. If rank 0
+    fails inside the block, the others stop in the barrier (torchrun ends them, or the
+    collective timeout does).
+    """
+    main = is_main_process()
+    if not main:
+        barrier()
+    yield
+    if main:
+        barrier()
+
+
+@_collective("agreeing with the other ranks on whether to stop")
 def any_rank(flag: bool) -> bool:
     """True on every rank when ``flag`` is true on any rank (e.g. a SIGINT seen by one rank).
 
@@ -512,6 +567,7 @@ def any_rank(flag: bool) -> bool:
     return bool(t.item())
 
 
+@_collective("averaging the logged values over ranks")
 def reduce_logs(logs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Average logged scalars over ranks (one all-reduce); every rank must log the same keys.
 
@@ -554,7 +610,9 @@ class TrainModule(nn.Module):
     online pass (e.g. ``torch.compile(encoder)``); it is not registered as a submodule.
     """
 
-    def __init__(self, encoder: nn.Module, objective: nn.Module, encode: Callable[[torch.Tensor], torch.Tensor] | None = None):
+    def __init__(
+        self, encoder: nn.Module, objective: nn.Module, encode: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ):
         super().__init__()
         self.encoder = encoder
         self.objective = objective
@@ -565,6 +623,24 @@ class TrainModule(nn.Module):
         y1 = encode(x1)
         y2 = encode(x2)
         return self.objective(y1, y2, x1, x2, labels)
+
+
+class CallModule(nn.Module):
+    """An ``nn.Module`` whose ``forward`` is ``fn``, computed with the registered ``modules``.
+
+    For models that are not one ``nn.Module`` (e.g. the fine-tuning ``Classifier``: backbone +
+    head behind a plain ``__call__``): ``wrap_for_ddp(CallModule(model.modules, model), ctx)``
+    lets DDP see the parameters and hook their gradients while ``fn`` does the computation.
+    ``fn`` is not registered as a submodule.
+    """
+
+    def __init__(self, modules: nn.Module, fn: Callable[..., Any]):
+        super().__init__()
+        self.inner = modules
+        self.__dict__["_fn"] = fn
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.__dict__["_fn"](*args, **kwargs)
 
 
 def frozen_submodules(module: nn.Module) -> list[str]:
@@ -593,6 +669,7 @@ def ddp_ignored_names(module: nn.Module) -> list[str]:
 
 
 @torch.no_grad()
+@_collective("copying rank 0's weights to every rank")
 def broadcast_state(module: nn.Module, src: int = 0) -> None:
     """Copy rank ``src``'s parameters and buffers (targets and queues included) to every rank."""
     _, world = rank_and_world()
@@ -633,16 +710,15 @@ def wrap_for_ddp(module: nn.Module, ctx: DistContext, sync_bn: bool = False, fin
             raise UsageError("--sync-bn: wrap a module that contains the BatchNorm layers, not a BatchNorm")
     broadcast_state(module)
     nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(module, ddp_ignored_names(module))
-    if ctx.device.type == "cuda":
-        return nn.parallel.DistributedDataParallel(
-            module, device_ids=[ctx.device.index], output_device=ctx.device.index, find_unused_parameters=find_unused
-        )
-    return nn.parallel.DistributedDataParallel(module, find_unused_parameters=find_unused)
+    devices = {"device_ids": [ctx.device.index], "output_device": ctx.device.index} if ctx.device.type == "cuda" else {}
+    with guard("setting up DistributedDataParallel"):
+        return nn.parallel.DistributedDataParallel(module, find_unused_parameters=find_unused, **devices)
 
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
     "TIMEOUT_ENV",
+    "CallModule",
     "DistContext",
     "DistributedError",
     "ShardedBatchSampler",
@@ -652,7 +728,6 @@ __all__ = [
     "broadcast_object",
     "broadcast_state",
     "cleanup",
-    "current",
     "ddp_ignored_names",
     "distributed",
     "frozen_submodules",
@@ -664,6 +739,7 @@ __all__ = [
     "is_collective_failure",
     "is_main_process",
     "local_batch_size",
+    "main_first",
     "rank_and_world",
     "rank_zero_only",
     "reduce_logs",

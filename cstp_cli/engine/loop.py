@@ -208,6 +208,22 @@ def train_step(run: Run, frames: torch.Tensor, batch: Any) -> tuple[torch.Tensor
     return loss, logs
 
 
+def optimise(run: Run, frames: torch.Tensor, batch: Any) -> dict[str, float]:
+    """:func:`train_step`, then (when the loss and grad norm are finite) the SGD step, the lr
+    schedule and the scheme's ``after_step``; returns the step's logged values as floats."""
+    _, logs = train_step(run, frames, batch)
+    values = _host(logs)
+    values["lr"] = float(run.optimizer.param_groups[0]["lr"])
+    if not (math.isfinite(values["loss"]) and math.isfinite(values.get("grad_norm", 0.0))):
+        raise TrainingError(_nan_message(run, values, run.step))
+    run.optimizer.step()
+    if run.objective.scheme is not None:
+        run.objective.scheme.after_step(run.encoder, run.step, run.total_steps)
+    run.schedule.step()
+    run.step += 1
+    return values
+
+
 def _host(logs: dict[str, torch.Tensor]) -> dict[str, float]:
     """All logged scalars to Python floats with one device sync."""
     keys = list(logs)
@@ -274,16 +290,7 @@ def train(
                     if flag.stop:  # workers died of the same SIGINT
                         break
                     raise
-                loss, logs = train_step(run, frames, batch)
-                values = _host(logs)
-                values["lr"] = float(run.optimizer.param_groups[0]["lr"])
-                if not (math.isfinite(values["loss"]) and math.isfinite(values.get("grad_norm", 0.0))):
-                    raise TrainingError(_nan_message(run, values, run.step))
-                run.optimizer.step()
-                if run.objective.scheme is not None:
-                    run.objective.scheme.after_step(run.encoder, run.step, run.total_steps)
-                run.schedule.step()
-                run.step += 1
+                values = optimise(run, frames, batch)
                 now = time.perf_counter()
                 record = {
                     "step": run.step,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import pickle
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -182,6 +184,30 @@ def test_killed_build_leaves_no_final_file_and_resumes_from_finished_shards(tmp_
         np.testing.assert_array_equal(r.read(v, np.arange(n)), F.reference_frames(seed, n, SIZE))
 
 
+def test_build_killed_by_sigkill_resumes_from_finished_shards(tmp_path):
+    flag = tmp_path / "kill-now"
+    flag.write_text("")
+    specs = {f"a/v{i}.avi": f"frames=2 seed={i}" for i in range(4)}
+    specs["a/v4.avi"] = f"frames=2 seed=4 kill_if={flag}"
+    specs["a/v5.avi"] = "frames=2 seed=5"
+    index = F.make_dataset(tmp_path / "ds", specs)
+    script = (
+        "import sys, functools; sys.path.insert(0, sys.argv[1]); import cache_fakes as F\n"
+        "from pathlib import Path\nfrom cstp_cli.cache import build_cache\n"
+        "idx = F.make_index(Path(sys.argv[2]), sys.argv[4:])\n"
+        "build_cache(idx.root, out=sys.argv[3], size=(12, 8), workers=0, progress=False, index=idx,\n"
+        "            decode=F.fake_decode, shard_videos=2)\n"
+    )
+    fakes = str(Path(__file__).parent / "cache")
+    proc = subprocess.run([sys.executable, "-c", script, fakes, str(index.root), str(tmp_path / "c.h5"), *specs], timeout=60)
+    assert proc.returncode == -signal.SIGKILL and not (tmp_path / "c.h5").exists()
+    flag.unlink()
+    log = tmp_path / "calls.txt"
+    result, _ = build(tmp_path, index=F.make_index(index.root, list(specs)), shard_videos=2,
+                      decode=functools.partial(F.fake_decode, log=log))
+    assert log.read_text().splitlines() == ["v4.avi", "v5.avi"] and result.cached == 6
+
+
 def test_interrupted_rebuild_keeps_the_previous_cache(tmp_path, monkeypatch):
     result, _ = build(tmp_path)
     before = result.path.read_bytes()
@@ -203,6 +229,13 @@ def test_hanging_or_crashing_decoder_costs_one_video(tmp_path):
     assert result.cached == 2 and set(reasons) == {"a/hang.avi", "a/crash.avi"}
     assert "timed out" in reasons["a/hang.avi"] and "crashed" in reasons["a/crash.avi"]
     assert CacheReader(result.path).paths == ["a/ok1.avi", "a/ok2.avi"]
+
+
+def test_decoder_processes_that_never_start_fail_the_build_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(cache, "WORKER_START_TIMEOUT", 0.0)
+    with pytest.raises(CacheError, match="did not start within 0 s") as exc:
+        build(tmp_path, workers=1)
+    assert "\n" not in str(exc.value) and not (tmp_path / "c.h5").exists()
 
 
 def test_failures_and_warnings_are_recorded_with_reasons(tmp_path):
@@ -306,3 +339,25 @@ def test_verify_detects_a_frames_offset_that_does_not_match_the_layout(plain):
     path = plain[0].path
     _set_attr(path, "frames_offset", plain[2].attrs["frames_offset"] + 1)
     assert any("frames_offset" in p for p in verify_cache(path))
+
+
+def test_features_file_round_trip(tmp_path):
+    from cstp_cli.cache import read_features, write_features
+
+    feats = np.arange(12, dtype=np.float32).reshape(3, 4)
+    path = write_features(tmp_path / "f.h5", feats, np.array([2, 0, 1]), ["a b.avi", "ü.mp4", "c.mkv"], {"layer": "pooled", "videos": [4, 5, 6]})
+    got = read_features(path)
+    assert np.array_equal(got["features"], feats) and got["labels"].tolist() == [2, 0, 1]
+    assert got["paths"] == ["a b.avi", "ü.mp4", "c.mkv"] and got["attrs"]["layer"] == "pooled"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_features_reader_refuses_a_cache_file(tmp_path):
+    import h5py
+
+    from cstp_cli.cache import read_features
+
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f.attrs["format"] = "something else"
+    with pytest.raises(CacheError, match="not a cstp features file"):
+        read_features(tmp_path / "x.h5")

@@ -245,3 +245,17 @@ def test_unknown_kind_is_an_error(tmp_path):
 def test_unknown_fold_is_an_error(tiny_ucf_root):
     with pytest.raises(DataError, match="no fold 4"):
         load_dataset(tiny_ucf_root).split(4, "train")
+
+
+def test_ucf101_list_names_may_contain_spaces(tmp_path):
+    lists = tmp_path / "ucfTrainTestlist"
+    touch(tmp_path, "Run/v_Run fast_g01_c01.avi", "Run/v_Run fast_g02_c01.avi")
+    lists.mkdir()
+    (lists / "classInd.txt").write_text("1 Run\n")
+    (lists / "trainlist01.txt").write_text("Run/v_Run fast_g01_c01.avi 1\n")
+    (lists / "testlist01.txt").write_text("Run/v_Run fast_g02_c01.avi\n")
+    index = load_dataset(tmp_path)
+    by_rel = {v.rel: v for v in index.videos}
+    assert by_rel["Run/v_Run fast_g01_c01.avi"].splits[1] == "train"
+    assert by_rel["Run/v_Run fast_g02_c01.avi"].splits[1] == "test"
+    assert {v.label for v in index.videos} == {0}

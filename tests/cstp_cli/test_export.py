@@ -1,7 +1,8 @@
 """ONNX export with parity, --check-only, state-dict export, load_encoder (DESIGN "Export and inference").
 
 Tiny widths, 16×32² clips. Every backbone goes through the fast legacy exporter; the default
-(dynamo) exporter runs once, end to end through the CLI, on the default backbone.
+(dynamo) exporter runs once, end to end through the CLI, on c3d (the cheapest graph to
+trace; the dynamo export of every full-width backbone is checked by bench/export_throughput.py).
 """
 
 import json
@@ -67,7 +68,7 @@ def test_every_backbone_exports_and_matches_at_batch_1_3_7(tmp_path, name):
 def test_default_exporter_via_cli_writes_a_verified_file(tmp_path, capsys):
     from cstp_cli.cli import main
 
-    ckpt = make_checkpoint(tmp_path / "r21d.pt")
+    ckpt = make_checkpoint(tmp_path / "c3d.pt", "c3d")  # the cheapest graph to trace
     with pytest.raises(SystemExit) as done:
         main(["export", str(ckpt), "-o", str(tmp_path / "m.onnx"), "--provider", "cpu"])
     printed = capsys.readouterr().out
@@ -125,8 +126,8 @@ def test_parity_failure_leaves_no_file(exported, tmp_path, monkeypatch):
 
 
 def test_tolerance_is_relative_to_output_scale():
-    assert ex.tolerance(0.5) == pytest.approx(1e-4 + 1e-5)
-    assert ex.tolerance(1000.0) == pytest.approx(0.1 + 1e-5)
+    assert ex.tolerance(1000.0) == pytest.approx(0.1, rel=1e-6)
+    assert ex.tolerance(1e-6) == pytest.approx(1e-10 + 1e-8)
 
 
 def test_unsupported_construct_is_one_clear_error():

@@ -52,6 +52,14 @@ def test_auto_prefers_cuda_when_offered_and_a_gpu_is_visible():
     assert [p[0] if isinstance(p, tuple) else p for p in providers] == [CUDA, CPU]
 
 
+def test_auto_reads_this_onnxruntime_and_the_gpu_when_not_given(monkeypatch):
+    monkeypatch.setattr(cort, "available_providers", lambda: [CUDA, CPU])
+    monkeypatch.setattr(cort, "_gpu_visible", lambda: True)
+    assert cort.choose_providers("auto")[0][0] == CUDA
+    monkeypatch.setattr(cort, "_gpu_visible", lambda: False)
+    assert cort.choose_providers("auto") == [CPU]
+
+
 def test_auto_runs_cpu_without_a_gpu_even_if_cuda_is_offered():
     assert cort.choose_providers("auto", [TRT, CUDA, CPU], gpu=False) == [CPU]
 

@@ -78,7 +78,16 @@ def test_no_data_means_the_builtin_synthetic_dataset(class_folders, monkeypatch)
 
     monkeypatch.setattr(cstp_cli.synth, "default_dataset_root", lambda *a, **k: class_folders)
     path = resolve_data(None, size=SIZE, workers=0, progress=False)
-    assert CacheReader(path).attrs["source_root"] == str(class_folders.resolve())
+    attrs = CacheReader(path).attrs
+    assert attrs["source_root"] == str(class_folders.resolve()) and attrs["compression"] == "none"
+
+
+def test_no_data_caches_the_synthetic_set_at_its_native_size(class_folders, monkeypatch):
+    import cstp_cli.synth
+
+    monkeypatch.setattr(cstp_cli.synth, "default_dataset_root", lambda *a, **k: class_folders)
+    path = resolve_data(None, workers=0, progress=False)
+    assert CacheReader(path).frame_wh == tuple(cstp_cli.synth.DEFAULT_SYNTH["size"])
 
 
 def test_dataset_where_nothing_decodes_is_a_cache_error(tmp_path, monkeypatch):

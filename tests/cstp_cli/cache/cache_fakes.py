@@ -1,7 +1,8 @@
 """Fake decoders and tiny fake datasets for the cache tests (importable by name in
 decoder worker processes: the tests put this folder on ``sys.path``).
 
-A fake "video" is a small text file ``frames=N seed=S [sleep=X] [crash] [fail] [warn]``;
+A fake "video" is a small text file ``frames=N seed=S [sleep=X] [crash] [fail] [warn]
+[kill_if=FLAGFILE]``;
 :func:`fake_decode` turns it into deterministic frames (:func:`reference_frames`).
 """
 
@@ -54,6 +55,8 @@ def fake_decode(path, size, fps, log=None):
         time.sleep(float(spec["sleep"]))
     if "crash" in spec:
         os._exit(7)
+    if "kill_if" in spec and os.path.exists(spec["kill_if"]):
+        os.kill(os.getpid(), 9)  # SIGKILL this process (the build itself when workers=0)
     if "fail" in spec:
         raise VideoDecodeError(path, "fake: no decodable frame")
     frames = reference_frames(int(spec.get("seed", 0)), int(spec.get("frames", 1)), size)
@@ -62,16 +65,11 @@ def fake_decode(path, size, fps, log=None):
 
 
 def make_dataset(root: Path, specs: dict[str, str], folds: int = 1) -> DatasetIndex:
-    """Write one spec file per ``rel`` under ``root`` and index them: label = position
-    modulo 3, fold k puts video i in test when ``(i + k) % 3 == 0``, else train."""
-    videos = []
-    for i, (rel, spec) in enumerate(specs.items()):
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(spec)
-        splits = {k: ("test" if (i + k) % 3 == 0 else "train") for k in range(1, folds + 1)}
-        videos.append(VideoEntry(path=path, rel=rel, label=i % 3, group=f"g{i:02d}", splits=splits))
-    return DatasetIndex(root=root, kind="fake", classes=["a", "b", "c"], videos=videos, folds=list(range(1, folds + 1)))
+    """Write one spec file per ``rel`` under ``root`` and index them (:func:`make_index`)."""
+    for rel, spec in specs.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(spec)
+    return make_index(root, list(specs), folds)
 
 
 class PairSet:
@@ -91,3 +89,14 @@ class PairSet:
 
 def stack(batch):
     return np.stack(batch)
+
+
+def make_index(root: Path, rels: list[str], folds: int = 1) -> DatasetIndex:
+    """Index of spec files under ``root``: label = position modulo 3, group ``g<i>``, fold
+    k puts video i in test when ``(i + k) % 3 == 0``, else train."""
+    videos = [
+        VideoEntry(path=root / rel, rel=rel, label=i % 3, group=f"g{i:02d}",
+                   splits={k: ("test" if (i + k) % 3 == 0 else "train") for k in range(1, folds + 1)})
+        for i, rel in enumerate(rels)
+    ]
+    return DatasetIndex(root=root, kind="fake", classes=["a", "b", "c"], videos=videos, folds=list(range(1, folds + 1)))

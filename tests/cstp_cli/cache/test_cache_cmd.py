@@ -5,7 +5,7 @@ and the build goes on; command-level failures print one line and exit 1."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
+import shutil
 
 import h5py
 import numpy as np
@@ -13,67 +13,6 @@ import pytest
 
 from cstp_cli.cache import CacheReader
 from cstp_cli.cli import main
-from cstp_cli.video import write_audio_only, write_video
-
-RNG = np.random.default_rng(0)
-
-
-def frames(n, w=16, h=16):
-    return RNG.integers(0, 256, (n, h, w, 3), dtype=np.uint8)
-
-
-#: name → expected number of cached frames (valid but awkward inputs)
-CACHED = {
-    "one.mp4": 1,
-    "five.mp4": 5,
-    "gray.mkv": 4,
-    "tiny8x8.mp4": 3,
-    "wide.mp4": 3,
-    "odd15x9.mkv": 3,
-    "vfr.mkv": 4,
-    "ünï cödé space.mp4": 3,
-}
-#: name → a word of the failure reason (undecodable inputs)
-FAILED = {
-    "zero.avi": "empty",
-    "text.avi": "not a video",
-    "random.avi": "not a video",
-    "trunc_head.mp4": "not a video",
-    "audio.mp4": "no video stream",
-    "dangling.avi": "dangling",
-    "folder.avi": "directory",
-}
-
-
-@pytest.fixture(scope="module")
-def awkward_root(tmp_path_factory):
-    """Class folders ``good/`` (awkward but valid) and ``bad/`` (undecodable)."""
-    root = tmp_path_factory.mktemp("awkward")
-    good, bad = root / "good", root / "bad"
-    good.mkdir()
-    bad.mkdir()
-    write_video(good / "one.mp4", frames(1), fps=10)
-    write_video(good / "five.mp4", frames(5), fps=10)
-    write_video(good / "gray.mkv", frames(4), fps=10, pix_fmt="gray")
-    write_video(good / "tiny8x8.mp4", frames(3, 8, 8), fps=10)
-    write_video(good / "wide.mp4", frames(3, 96, 8), fps=10)
-    write_video(good / "odd15x9.mkv", frames(3, 15, 9), fps=10)
-    write_video(good / "vfr.mkv", frames(4), fps=10, pts=np.array([0, 40, 200, 260]))
-    write_video(good / "ünï cödé space.mp4", frames(3), fps=10)
-    full = write_video(root / "long.mkv", frames(40), fps=10).read_bytes()
-    (good / "truncated.mkv").write_bytes(full[: len(full) // 2])
-    (bad / "zero.avi").write_bytes(b"")
-    (bad / "text.avi").write_text("this is not a video\n")
-    (bad / "random.avi").write_bytes(np.random.default_rng(1).bytes(4096))
-    mp4 = write_video(root / "whole.mp4", frames(20), fps=10).read_bytes()
-    (bad / "trunc_head.mp4").write_bytes(mp4[: len(mp4) // 3])
-    write_audio_only(bad / "audio.mp4")
-    os.symlink(root / "missing.mp4", bad / "dangling.avi")
-    (bad / "folder.avi").mkdir()
-    (root / "long.mkv").unlink()
-    (root / "whole.mp4").unlink()
-    return root
-
 
 def run(argv, capsys):
     """Run ``cstp ARGV`` in this process; return (exit code, stdout, stderr)."""
@@ -83,36 +22,77 @@ def run(argv, capsys):
     return exc.value.code, out.out, out.err
 
 
-def test_build_caches_awkward_videos_and_lists_the_undecodable_ones(awkward_root, tmp_path, capsys):
-    out = tmp_path / "awk.h5"
-    code, stdout, stderr = run(["cache", "build", str(awkward_root), "-o", str(out), "--size", "20x12", "--workers", "2", "-q"], capsys)
-    assert code == 0
+@pytest.fixture
+def ucf_with_bad_inputs(tiny_ucf_root, awkward_videos, broken_videos):
+    """The tiny UCF-101 layout plus every awkward and broken input of issue 2 item 8,
+    listed as class ``Jump`` videos in ``trainlist01.txt`` (so unused in folds 2 and 3).
+    UCF-101 lists separate fields by spaces, so spaces in names become ``_`` here (names
+    with spaces are built from class folders below)."""
+    lines = []
+    for name, path in list(awkward_videos.items()) + [(n, p) for n, (p, _) in broken_videos.items()]:
+        target = tiny_ucf_root / "Jump" / path.name.replace(" ", "_")
+        if path.is_symlink():
+            os.symlink(os.readlink(path), target)
+        elif path.is_dir():
+            target.mkdir()
+        else:
+            shutil.copyfile(path, target)
+        lines.append(f"Jump/{target.name} 1\n")
+    with open(tiny_ucf_root / "ucfTrainTestlist" / "trainlist01.txt", "a", encoding="utf-8") as fh:
+        fh.writelines(lines)
+    return tiny_ucf_root
+
+
+def test_build_of_a_ucf_layout_caches_awkward_videos_and_lists_broken_ones(
+    ucf_with_bad_inputs, awkward_videos, broken_videos, tmp_path, capsys
+):
+    out = tmp_path / "ucf.h5"
+    argv = ["cache", "build", str(ucf_with_bad_inputs), "-o", str(out), "--size", "20x12", "--workers", "2", "-q"]
+    code, stdout, stderr = run(argv, capsys)
+    assert code == 0, stderr
     r = CacheReader(out)
-    counts = dict(zip(r.paths, r.num_frames.tolist()))
-    for name, n in CACHED.items():
-        assert counts[f"good/{name}"] == n, name
-    assert 0 < counts["good/truncated.mkv"] < 40
-    assert "warning: good/truncated.mkv" in stderr
+    assert r.num_videos == 6 + len(awkward_videos) and r.classes == ["Jump", "Run", "Wave"]
+    names = {name: path.name.replace(" ", "_") for name, path in awkward_videos.items()}
+    for name, file in names.items():
+        assert f"Jump/{file}" in r.paths, name
+    truncated = r.paths.index("Jump/truncated.mkv")
+    assert 0 < r.num_frames[truncated] < 40 and "warning: Jump/truncated.mkv" in stderr
+    assert r.num_frames[r.paths.index("Jump/one.mp4")] == 1
     reasons = dict(r.failures)
-    assert set(reasons) == {f"bad/{name}" for name in FAILED}
-    for name, word in FAILED.items():
-        assert word in reasons[f"bad/{name}"], (name, reasons[f"bad/{name}"])
-        assert f"bad/{name}: " in stdout  # listed at the end
-    assert r.read(r.paths.index("good/ünï cödé space.mp4"), [0, 2]).shape == (2, 12, 20, 3)
+    assert len(reasons) == len(broken_videos)
+    for name, (path, word) in broken_videos.items():
+        assert word in reasons[f"Jump/{path.name}"], name
+        assert f"Jump/{path.name}: " in stdout, name  # listed at the end
+    awkward = [r.paths.index(f"Jump/{file}") for file in names.values()]
+    assert set(awkward) <= set(r.split(1, "train").tolist()) and set(awkward) <= set(r.split(2, "unused").tolist())
+    assert r.groups[r.paths.index("Run/v_Run_g02_c01.avi")] == "g02"
+    video = r.paths.index("Jump/vidéo_été_日本_clip.mp4")
+    assert r.read(video, [5, 0]).shape == (2, 12, 20, 3)
 
 
-def test_info_and_verify_of_a_built_cache(awkward_root, tmp_path, capsys):
+def test_build_keeps_non_ascii_names_with_spaces(awkward_videos, tmp_path, capsys):
+    root = tmp_path / "folders"
+    (root / "clase ñ").mkdir(parents=True)
+    shutil.copyfile(awkward_videos["non_ascii"], root / "clase ñ" / awkward_videos["non_ascii"].name)
+    out = tmp_path / "names.h5"
+    assert run(["cache", "build", str(root), "-o", str(out), "--size", "8x8", "--workers", "0", "-q"], capsys)[0] == 0
+    r = CacheReader(out)
+    assert r.paths == ["clase ñ/vidéo été 日本 clip.mp4"] and r.classes == ["clase ñ"] and r.num_frames[0] == 6
+
+
+def test_info_and_verify_of_a_built_cache(tiny_ucf_root, tmp_path, capsys):
     out = tmp_path / "c.h5"
-    assert run(["cache", "build", str(awkward_root / "good"), "-o", str(out), "--size", "8x8", "--workers", "0", "-q"], capsys)[0] == 0
+    assert run(["cache", "build", str(tiny_ucf_root), "-o", str(out), "--size", "8x8", "--workers", "0", "-q"], capsys)[0] == 0
     code, stdout, _ = run(["cache", "info", str(out)], capsys)
     assert code == 0 and "format       version 1" in stdout and "frame size   8x8" in stdout
+    assert "fold 2       train 3, test 3, unused 0" in stdout
     code, stdout, _ = run(["cache", "verify", str(out)], capsys)
     assert code == 0 and stdout.startswith("ok:")
 
 
-def test_verify_exits_1_on_a_damaged_cache(awkward_root, tmp_path, capsys):
+def test_verify_exits_1_on_a_damaged_cache(tiny_ucf_root, tmp_path, capsys):
     out = tmp_path / "c.h5"
-    run(["cache", "build", str(awkward_root / "good"), "-o", str(out), "--size", "8x8", "--workers", "0", "-q"], capsys)
+    run(["cache", "build", str(tiny_ucf_root), "-o", str(out), "--size", "8x8", "--workers", "0", "-q"], capsys)
     with h5py.File(out, "r+") as f:
         f["videos/offsets"][1] = 0
     code, stdout, stderr = run(["cache", "verify", str(out)], capsys)
@@ -125,18 +105,19 @@ def test_missing_dataset_folder_is_one_line_and_exit_1(tmp_path, capsys):
     assert code == 1 and stderr.count("\n") == 1 and "does not exist" in stderr
 
 
-def test_unwritable_output_folder_is_one_line_and_exit_1(awkward_root, tmp_path, capsys):
+def test_unwritable_output_folder_is_one_line_and_exit_1(tiny_ucf_root, tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    code, _, stderr = run(["cache", "build", str(awkward_root / "good"), "-o", str(blocker / "sub" / "x.h5"), "-q"], capsys)
+    code, _, stderr = run(["cache", "build", str(tiny_ucf_root), "-o", str(blocker / "sub" / "x.h5"), "-q"], capsys)
     assert code == 1 and stderr.count("\n") == 1 and "cannot create the output folder" in stderr
 
 
-def test_build_where_nothing_decodes_lists_failures_and_exits_1(awkward_root, tmp_path, capsys):
+def test_build_where_nothing_decodes_lists_failures_and_exits_1(broken_videos, tmp_path, capsys):
     out = tmp_path / "bad.h5"
-    code, stdout, stderr = run(["cache", "build", str(awkward_root / "bad"), "-o", str(out), "--workers", "0", "-q"], capsys)
+    folder = broken_videos["zero_byte"][0].parent
+    code, stdout, stderr = run(["cache", "build", str(folder), "-o", str(out), "--workers", "0", "-q"], capsys)
     assert code == 1 and not out.exists()
-    assert "7 video(s) failed" in stdout and stderr.count("\n") == 1 and "no cache was written" in stderr
+    assert "zero.mp4: empty file" in stdout and "notes.avi: not a video" in stdout and stderr.count("\n") == 1 and "no cache was written" in stderr
 
 
 def test_bad_size_is_a_usage_error(tmp_path, capsys):
@@ -155,3 +136,11 @@ def test_a_cache_file_given_as_dataset_is_refused(tmp_path, capsys):
 def test_info_of_a_missing_file_is_one_line_and_exit_1(tmp_path, capsys):
     code, _, stderr = run(["cache", "info", str(tmp_path / "none.h5")], capsys)
     assert code == 1 and stderr.count("\n") == 1 and "does not exist" in stderr
+
+
+def test_split_file_naming_a_missing_video_is_one_line_and_exit_1(tiny_ucf_root, tmp_path, capsys):
+    with open(tiny_ucf_root / "ucfTrainTestlist" / "trainlist01.txt", "a") as fh:
+        fh.write("Jump/v_Jump_g09_c01.avi 1\n")
+    code, _, stderr = run(["cache", "build", str(tiny_ucf_root), "-o", str(tmp_path / "x.h5"), "-q"], capsys)
+    assert code == 1 and stderr.count("\n") == 1 and "v_Jump_g09_c01.avi not found" in stderr
+    assert not (tmp_path / "x.h5").exists()

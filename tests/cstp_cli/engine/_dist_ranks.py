@@ -125,6 +125,29 @@ def train_steps(name: str, state: dict, data: dict, ctx: D.DistContext) -> dict:
     return out
 
 
+# --------------------------------------------------------------------------- linear probe
+
+
+def probe_step(state: dict, data: dict, ctx: D.DistContext) -> dict:
+    """One step of a linear probe (frozen encoder under no_grad + Linear head) through CallModule."""
+    encoder, head = build_encoder(), nn.Linear(FEATURES, 4)
+    nn.ModuleDict({"backbone": encoder, "head": head}).load_state_dict(state)
+    for p in encoder.parameters():
+        p.requires_grad_(False)
+    encoder.eval()
+
+    def classify(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            y = encoder(x)
+        return head(y)
+
+    net = D.wrap_for_ddp(D.CallModule(nn.ModuleDict({"backbone": encoder, "head": head}), classify), ctx)
+    mine = D.shard_of_batch(data["order"][:GLOBAL_BATCH].tolist(), ctx.rank, ctx.world_size)
+    loss = nn.functional.cross_entropy(net(data["x1"][mine]), data["rot"][mine, 0])
+    loss.backward()
+    return {"loss": D.reduce_logs({"loss": loss})["loss"], "grads": grads(head)}
+
+
 # --------------------------------------------------------------------------- shuffle-BN
 
 
@@ -154,7 +177,12 @@ def ddp_program(rank: int, folder: Path) -> dict:
     ctx = D.init_distributed("cpu")
     inputs = torch.load(folder / "inputs.pt")
     out: dict = {"ctx": (ctx.rank, ctx.world_size, ctx.local_rank, str(ctx.device), ctx.backend, ctx.timeout_s)}
+    out["ctx_again"] = D.init_distributed("cpu") == ctx
+    with D.distributed("cpu") as inner:  # a group that already exists is left alone
+        out["inner_world"] = inner.world_size
+    out["still_initialised"] = torch.distributed.is_initialized()
     out["schemes"] = {name: train_steps(name, inputs["states"][name], inputs["data"], ctx) for name in SCHEMES}
+    out["probe"] = probe_step(inputs["probe"], inputs["data"], ctx)
     shuffle_rows = D.shard_of_batch(list(range(8)), ctx.rank, ctx.world_size)
     out["shuffle"] = shuffle_bn_keys(inputs["states"]["moco"], inputs["shuffle_x"], shuffle_rows)
     work = D.shard_range(5)
@@ -169,8 +197,12 @@ def ddp_program(rank: int, folder: Path) -> dict:
         calls.append([int(i) for i in v])
         return np.stack([v, v * v], axis=1).astype(np.float32)
 
+    def plus_one(v):
+        calls.append([int(i) for i in v])
+        return torch.as_tensor(v)[:, None] + 1.0
+
     out["mapped"] = D.sharded_map(np.arange(5), squares)
-    out["mapped_one"] = D.sharded_map(np.arange(1), lambda v: (calls.append([int(i) for i in v]), torch.as_tensor(v)[:, None] + 1.0)[1])
+    out["mapped_one"] = D.sharded_map(np.arange(1), plus_one)  # rank 0's shard is empty
     out["mapped_calls"] = calls
     out["broadcast"] = D.broadcast_object(f"runs/pretrain-from-rank{rank}")
     out["any_rank"] = (D.any_rank(rank == 1), D.any_rank(False))
@@ -208,7 +240,13 @@ def death_program(rank: int, folder: Path) -> dict:
         error = None
     except D.DistributedError as exc:
         error = str(exc)
-    return {"error": error, "seconds": time.perf_counter() - start}
+    seconds = time.perf_counter() - start
+    try:
+        D.any_rank(False)  # a helper's collective outside any guard
+        helper_error = None
+    except D.DistributedError as exc:
+        helper_error = str(exc)
+    return {"error": error, "seconds": seconds, "helper_error": helper_error}
 
 
 # --------------------------------------------------------------------------- launcher
@@ -235,7 +273,9 @@ def _rank_main(program: Callable[[int, Path], dict], rank: int, folder: Path, en
     os._exit(code)
 
 
-def launch(program: Callable[[int, Path], dict], folder: Path, extra_env: dict[str, str] | None = None, timeout: float = 60) -> list[int | None]:
+def launch(
+    program: Callable[[int, Path], dict], folder: Path, extra_env: dict[str, str] | None = None, timeout: float = 60
+) -> list[int | None]:
     """Fork ``WORLD`` ranks running ``program`` with torchrun's environment; their exit codes."""
     env = {"WORLD_SIZE": str(WORLD), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
            D.TIMEOUT_ENV: "20", **(extra_env or {})}

@@ -39,6 +39,11 @@ def test_without_torchrun_the_context_is_one_process_on_cpu(no_torchrun):
     assert not torch.distributed.is_initialized()
 
 
+def test_distributed_block_gives_the_one_process_context(no_torchrun):
+    with D.distributed("cpu") as ctx:
+        assert ctx == D.DistContext(timeout_s=D.DEFAULT_TIMEOUT_S)
+
+
 def test_world_size_one_under_torchrun_initialises_nothing(no_torchrun):
     no_torchrun.setenv("WORLD_SIZE", "1")
     no_torchrun.setenv("RANK", "0")
@@ -84,7 +89,8 @@ def test_shard_of_batch_gives_each_rank_its_contiguous_block():
 
 
 def test_batch_size_not_divisible_by_world_size_is_a_usage_error():
-    with pytest.raises(UsageError, match=r"--batch-size 6 is global and must be a positive multiple of the world size 4.*--batch-size 4"):
+    message = r"--batch-size 6 is global and must be a positive multiple of the world size 4.*--batch-size 4"
+    with pytest.raises(UsageError, match=message):
         D.shard_of_batch(list(range(6)), 0, 4)
 
 

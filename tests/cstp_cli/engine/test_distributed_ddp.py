@@ -33,7 +33,9 @@ R = _load_ranks()
 @pytest.fixture(scope="module")
 def inputs():
     g = torch.Generator().manual_seed(7)
-    return {"states": R.initial_states(), "data": R.make_data(), "shuffle_x": torch.randn(8, 3, 2, 8, 8, generator=g)}
+    probe = torch.nn.ModuleDict({"backbone": R.build_encoder(), "head": torch.nn.Linear(R.FEATURES, 4)}).state_dict()
+    return {"states": R.initial_states(), "data": R.make_data(), "shuffle_x": torch.randn(8, 3, 2, 8, 8, generator=g),
+            "probe": probe}
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +56,11 @@ def reference(inputs):
 def test_ranks_read_torchruns_environment_and_use_gloo(ranks):
     for rank, out in enumerate(ranks):
         assert out["ctx"] == (rank, R.WORLD, rank, "cpu", "gloo", 20.0)
+
+
+def test_init_distributed_again_returns_the_same_context_and_keeps_the_group(ranks):
+    for out in ranks:
+        assert out["ctx_again"] and out["inner_world"] == R.WORLD and out["still_initialised"]
 
 
 def test_each_rank_takes_b_distinct_samples_that_make_the_global_batch(ranks, inputs):
@@ -113,6 +120,15 @@ def test_moco_queue_and_pointer_after_each_step_equal_one_process(ranks, referen
         assert got["queue_ptr"] == want["queue_ptr"]
         for step in range(R.STEPS):
             torch.testing.assert_close(got["queue"][step], want["queue"][step], rtol=1e-5, atol=1e-6)
+
+
+def test_linear_probe_through_call_module_equals_one_process(ranks, inputs):
+    want = R.probe_step(inputs["probe"], inputs["data"], DistContext())
+    for out in ranks:
+        torch.testing.assert_close(out["probe"]["loss"], want["loss"], rtol=1e-5, atol=1e-6)
+        assert sorted(out["probe"]["grads"]) == ["bias", "weight"]
+        for key, value in want["grads"].items():
+            torch.testing.assert_close(out["probe"]["grads"][key], value, rtol=1e-4, atol=1e-6)
 
 
 def test_shuffle_bn_key_batches_mix_samples_of_both_ranks(ranks):

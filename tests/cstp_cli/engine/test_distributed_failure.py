@@ -64,6 +64,13 @@ def test_dead_rank_is_noticed_within_the_timeout(died):
     assert died["rank0"]["seconds"] < TIMEOUT_S + 1
 
 
+def test_collective_helper_outside_a_guard_fails_with_a_clear_error(died):
+    error = died["rank0"]["helper_error"]
+    assert error is not None and "\n" not in error
+    assert error.startswith("rank 0/2: agreeing with the other ranks on whether to stop failed because another rank died")
+    assert "written by rank 0 only, atomically" in error
+
+
 def test_hung_rank_times_out_rank_zero_with_a_clear_error(hung):
     error = hung["rank0"]["error"]
     assert error is not None and "another rank died or hung" in error
