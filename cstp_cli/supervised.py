@@ -447,8 +447,11 @@ def run_supervised(
     """
     import torch
 
+    from cstp_cli.engine import distributed as ddp
+
     cfg.validate()
-    device = resolve_device(cfg.device)
+    ctx = ddp.init_distributed(cfg.device or "auto")
+    device = ctx.device
     torch.manual_seed(cfg.seed)
     train_all = ev.split_indices(reader, fold, "train")
     test = ev.split_indices(reader, fold, "test")
@@ -475,15 +478,16 @@ def run_supervised(
         log(f"resumed from {last} after epoch {start_epoch}")
     elif resume:
         log(f"no checkpoint at {last}: split {fold} starts from epoch 1")
+    net = ddp.wrap_for_ddp(ddp.CallModule(model.modules, model), ctx)  # the model itself in one process
 
     data = TrainClipDataset(reader, train, labels_all[train], cfg)
     for epoch in range(start_epoch, cfg.epochs):
         data.set_epoch(epoch)
-        stats = _train_epoch(model, data, opt, cfg, device, progress_factory, f"{cfg.mode} split {fold} epoch {epoch + 1}/{cfg.epochs}")
+        stats = _train_epoch(model, net, data, opt, cfg, device, ctx, progress_factory, f"{cfg.mode} split {fold} epoch {epoch + 1}/{cfg.epochs}")
         samples += len(data)
         entry = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], **stats}
         if val.size:
-            vlogits = classify_videos(model, reader, val, cfg, device, 1)
+            vlogits = ddp.sharded_map(val, lambda v: classify_videos(model, reader, v, cfg, device, 1))
             vloss = torch.nn.functional.cross_entropy(vlogits[:, 0], torch.as_tensor(labels_all[val])).item()
             vacc = test_report(vlogits, labels_all[val])["clip_top1"]
             sched.step(vloss)
@@ -492,16 +496,16 @@ def run_supervised(
         log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in entry.items()))
         ckpt = _state(model, opt, sched, epoch + 1, samples, cfg, info)
         ckpt["history"] = history
-        atomic_save(ckpt, last)
+        ddp.save_on_main(ckpt, last)
 
     bar = progress_factory(test.size, f"test split {fold}") if progress_factory else None
-    logits = classify_videos(model, reader, test, cfg, device, cfg.test_clips, bar.update if bar else None)
+    logits = ddp.sharded_map(test, lambda v: classify_videos(model, reader, v, cfg, device, cfg.test_clips, bar.update if bar else None))
     if bar:
         bar.close()
     metrics = test_report(logits, labels_all[test])
     final = _state(model, opt, sched, cfg.epochs, samples, cfg, info)
     final.update(history=history, results={"fold": fold, **metrics}, classes=list(getattr(reader, "classes", []) or []))
-    atomic_save(final, last)
+    ddp.save_on_main(final, last)
     return RunResult(fold, metrics, last, history)
 
 
@@ -516,14 +520,17 @@ def _resume(path: Path, model: Classifier, opt: Any, sched: Any, cfg: Supervised
     return int(ckpt["epoch"]), int(ckpt.get("samples_consumed", 0)), list(ckpt.get("history", []))
 
 
-def _train_epoch(model: Classifier, data: TrainClipDataset, opt: Any, cfg: SupervisedConfig, device: Any,
-                 progress_factory: Callable | None, desc: str) -> dict[str, float]:
+def _train_epoch(model: Classifier, net: Any, data: TrainClipDataset, opt: Any, cfg: SupervisedConfig, device: Any,
+                 ctx: Any, progress_factory: Callable | None, desc: str) -> dict[str, float]:
     import torch
     import torch.nn.functional as F
 
+    from cstp_cli.engine import distributed as ddp
+
+    batches = ddp.ShardedBatchSampler(range(len(data)), cfg.batch_size, ctx.rank, ctx.world_size, drop_last=len(data) > cfg.batch_size)
     loader = torch.utils.data.DataLoader(
-        data, batch_size=cfg.batch_size, shuffle=False, drop_last=len(data) > cfg.batch_size,
-        num_workers=max(0, cfg.workers), collate_fn=_collate_train, pin_memory=str(device).startswith("cuda"),
+        data, batch_sampler=batches, num_workers=max(0, cfg.workers), collate_fn=_collate_train,
+        pin_memory=str(device).startswith("cuda"),
     )
     model.train(True)
     cuda = str(device).startswith("cuda")
@@ -534,9 +541,9 @@ def _train_epoch(model: Classifier, data: TrainClipDataset, opt: Any, cfg: Super
         clips = augment_clips(frames, plans, cfg.clip_size, device)
         labels = labels.to(device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-            logits = model(clips)
+            logits = net(clips)
         loss = F.cross_entropy(logits.float(), labels)
-        if not torch.isfinite(loss):
+        if ddp.any_rank(not torch.isfinite(loss)):
             raise TrainingError(f"{desc}: the loss became {loss.item()}; lower --lr (the last good checkpoint is kept)")
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -549,5 +556,6 @@ def _train_epoch(model: Classifier, data: TrainClipDataset, opt: Any, cfg: Super
             bar.update(n)
     if bar:
         bar.close()
+    total, correct, seen = (sum(v) for v in zip(*ddp.gather_objects((total, correct, seen))))  # over ranks
     return {"train_loss": total / max(1, seen), "train_top1": 100.0 * correct / max(1, seen),
             "clips_per_s": seen / max(1e-9, time.perf_counter() - t0)}

@@ -42,7 +42,7 @@ import numpy as np
 from cstp_cli.errors import DataError
 
 #: Format version of the generated set (bump when rendering changes).
-SYNTH_VERSION = 1
+SYNTH_VERSION = 2
 #: Motion types, in label order.
 CLASS_NAMES = (
     "Translate",
@@ -92,49 +92,63 @@ class Motion:
     scale: np.ndarray
 
 
+#: Relative spread of every clip's speed factor f ~ U[1 − SPEED_SPREAD, 1 + SPEED_SPREAD]: all
+#: rates of a clip (velocities, angular speeds, 1/periods, zoom rates) are a class's nominal
+#: rate × f. Kept well under ⅓ so that the speed ranges at paces s and 2s never overlap
+#: (1.2 < 2·0.8): apparent speed identifies the pace (METHOD §2 pace task).
+SPEED_SPREAD = 0.2
+#: Object base radius as a fraction of min(W, H): a narrow range, so that apparent object
+#: size tells the network the random-resized-crop scale and hence the true speed.
+RADIUS_RANGE = (0.16, 0.2)
+
+
 def sample_motion(kind: str, rng: np.random.Generator, frames: int, size: tuple[int, int]) -> dict:
     """Draw the parameters of one clip's motion of type ``kind``.
 
     Common: ``theta`` (direction, U[0, 2π)), ``h`` (handedness ±1), ``x0``/``y0`` (path
-    centre, px from the frame centre), ``alpha0`` (orientation, U[0, 2π)). Speeds are in
-    units of L = min(W, H) per frame, capped so the whole path stays about inside the frame.
+    centre, px from the frame centre), ``alpha0`` (orientation, U[0, 2π)), ``f`` (speed
+    factor, U[1 ± :data:`SPEED_SPREAD`]). Speeds are a per-class nominal rate × f, in units of
+    L = min(W, H) per frame; periods are ≥ 8.5 frames so that no motion aliases at pace 4
+    (≥ 2 samples per period). Translating paths are capped to stay about inside the frame.
     """
     w, h = size
     L = float(min(w, h))
     n = max(frames - 1, 1)
+    f = rng.uniform(1 - SPEED_SPREAD, 1 + SPEED_SPREAD)
     p = {
         "theta": rng.uniform(0, 2 * math.pi),
         "h": float(rng.choice([-1.0, 1.0])),
-        "x0": rng.uniform(-0.12, 0.12) * w,
-        "y0": rng.uniform(-0.12, 0.12) * h,
+        "x0": rng.uniform(-0.06, 0.06) * w,
+        "y0": rng.uniform(-0.06, 0.06) * h,
         "alpha0": rng.uniform(0, 2 * math.pi),
         "phase": rng.uniform(0, 2 * math.pi),
+        "f": f,
     }
     if kind == "Translate":
-        p["v"] = min(rng.uniform(0.007, 0.0145) * L, 0.85 * L / n)
+        p["v"] = f * min(0.012 * L, 0.75 * L / n)
     elif kind == "Accelerate":
-        p["dist"] = rng.uniform(0.45, 0.85) * L  # path length, from rest
+        p["dist"] = f * 0.7 * L * min(1.0, (n / 63) ** 2)  # from rest; final speed 2·dist/n
     elif kind == "ZigZag":
-        p["v"] = min(rng.uniform(0.005, 0.01) * L, 0.7 * L / n)
-        p["amp"] = rng.uniform(0.08, 0.14) * L
-        p["period"] = rng.uniform(10, 18)
+        p["v"] = f * min(0.006 * L, 0.5 * L / n)
+        p["amp"] = rng.uniform(0.1, 0.12) * L
+        p["period"] = 16 / f
     elif kind == "Circle":
-        p["radius"] = rng.uniform(0.15, 0.25) * L
-        p["period"] = rng.uniform(24, 48)
+        p["radius"] = rng.uniform(0.18, 0.22) * L
+        p["period"] = 36 / f
     elif kind == "Rotate":
-        p["period"] = rng.uniform(20, 48)
+        p["period"] = 36 / f
     elif kind in ("ZoomIn", "ZoomOut"):
-        p["ratio"] = rng.uniform(1.8, 2.6)
+        p["rate"] = f * 0.014  # d ln(scale) / frame
     elif kind == "Pulsate":
-        p["amp"] = rng.uniform(0.25, 0.4)
-        p["period"] = rng.uniform(10, 20)
+        p["amp"] = rng.uniform(0.3, 0.36)
+        p["period"] = 16 / f
     elif kind == "Bounce":
-        p["height"] = rng.uniform(0.2, 0.35) * L
-        p["period"] = rng.uniform(14, 24)
+        p["height"] = rng.uniform(0.25, 0.3) * L
+        p["period"] = 20 / f
         p["drift"] = rng.uniform(0.0, 0.004) * L
     elif kind == "Shake":
-        p["amp"] = rng.uniform(0.03, 0.06) * L
-        p["period"] = rng.uniform(2.5, 4.5)
+        p["amp"] = rng.uniform(0.05, 0.06) * L
+        p["period"] = 10.5 / f
     else:
         raise ValueError(f"unknown motion type {kind!r}; one of {', '.join(CLASS_NAMES)}")
     return p
@@ -165,10 +179,10 @@ def trajectory(kind: str, p: dict, frames: int) -> Motion:
         return Motion(p["x0"] + p["radius"] * np.cos(phi), p["y0"] + p["radius"] * np.sin(phi), angle, scale)
     elif kind == "Rotate":
         angle = p["alpha0"] + p["h"] * 2 * math.pi * t / p["period"]
-    elif kind == "ZoomIn":
-        scale = 0.6 * p["ratio"] ** (t / n)
+    elif kind == "ZoomIn":  # ln(scale) grows at p["rate"] per frame (for at most 63 frames)
+        scale = 0.6 * np.exp(p["rate"] * np.minimum(t, 63))
     elif kind == "ZoomOut":
-        scale = 0.6 * p["ratio"] ** (1 - t / n)
+        scale = 0.6 * np.exp(p["rate"] * (min(n, 63) - np.minimum(t, 63)))
     elif kind == "Pulsate":
         scale = 1 + p["amp"] * np.sin(2 * math.pi * t / p["period"] + p["phase"])
     elif kind == "Bounce":
@@ -284,7 +298,22 @@ def render_background(bg: dict, size: tuple[int, int]) -> np.ndarray:
             + grid[y0 + 1, x0 + 1] * fy * fx
         )
     mix = mix.astype(np.float32)[..., None]
-    return bg["c1"].astype(np.float32) * (1 - mix) + bg["c2"].astype(np.float32) * mix
+    img = bg["c1"].astype(np.float32) * (1 - mix) + bg["c2"].astype(np.float32) * mix
+    return img * light_ramp(Y, size[1])[..., None]
+
+
+#: Strength of the scene light from the top: brightness × (1 + LIGHT) at the top edge,
+#: × (1 − LIGHT) at the bottom. The same for every clip and class, so every frame has a
+#: canonical "up" (what makes the rot90 pretext task learnable) while the motion classes stay
+#: closed under flip and 90° rotation (a rotated clip keeps its motion type; only the light
+#: direction changes).
+LIGHT = 0.3
+
+
+def light_ramp(y: np.ndarray, height: int) -> np.ndarray:
+    """Brightness factor float32 (shape of ``y``) at rows ``y`` (px from the frame centre,
+    down): 1 + LIGHT at the top edge to 1 − LIGHT at the bottom edge."""
+    return (1 - LIGHT * y / (height / 2)).astype(np.float32)
 
 
 def render(scene: dict, motion: Motion, radius: float, size: tuple[int, int]) -> np.ndarray:
@@ -312,7 +341,9 @@ def render(scene: dict, motion: Motion, radius: float, size: tuple[int, int]) ->
         uy = (-sa * dx + ca * dy) / r
         mask = _shape_mask(obj["shape"], ux, uy).astype(np.float32)[..., None]
         tex = _texture(obj["texture"], obj["freq"], ux, uy)[..., None]
-        colour = c2 + (c1 - c2) * tex
+        # lit from the top: the object's upper half (in frame coordinates) is brighter
+        shade = np.clip(1 - LIGHT * dy / r, 1 - LIGHT, 1 + LIGHT)[..., None]
+        colour = (c2 + (c1 - c2) * tex) * shade
         img = background[None] * (1 - mask) + colour * mask
         img = sum(img[:, i::s, j::s] for i in range(s) for j in range(s)) * (1.0 / (s * s))
         out[sl] = np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
@@ -325,7 +356,7 @@ def render_clip(seed: int, class_index: int, group: int, clip: int, frames: int,
     scene = sample_scene(np.random.default_rng([seed, 1, class_index, group]))
     rng = np.random.default_rng([seed, 2, class_index, group, clip])
     kind = CLASS_NAMES[class_index]
-    radius = rng.uniform(0.14, 0.22) * min(size)
+    radius = rng.uniform(*RADIUS_RANGE) * min(size)
     motion = trajectory(kind, sample_motion(kind, rng, frames, size), frames)
     return render(scene, motion, radius, size)
 
@@ -510,7 +541,7 @@ def params_key(params: dict) -> str:
 
 
 def default_dataset_root(workers: int | None = None) -> Path:
-    """The default synthetic set, ``cache_dir()/synthetic-v1-<hash>/``: generated on first
+    """The default synthetic set, ``cache_dir()/synthetic-v<SYNTH_VERSION>-<hash>/``: generated on first
     use (atomically; a concurrent generator's finished copy is reused), reused after."""
     from cstp_cli.paths import cache_dir  # noqa: PLC0415
 

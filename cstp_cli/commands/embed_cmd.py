@@ -83,7 +83,7 @@ def embed(
     """Compute one feature per video (mean of 10 L2-normalised clip features) and write them to a file."""
     from cstp_cli import evaluate as ev
     from cstp_cli.reports import Progress
-    from cstp_cli.supervised import resolve_device
+    from cstp_cli.engine import distributed as ddp
 
     flags = dict(split=split, which=which, stride=stride, clips=clips, layer=layer, clip_l2=clip_l2, frames=frames,
                  clip_size=clip_size, batch_size=batch_size, workers=workers, device=device, size=size)
@@ -93,9 +93,11 @@ def embed(
     dest = Path(output)
     if dest.suffix.lower() not in (".h5", ".hdf5", ".npz"):
         raise UsageError(f"-o must end in .h5 or .npz, got {dest.name!r}")
-    dev = resolve_device(s["device"])
+    ctx = ddp.init_distributed(s["device"] or "auto")  # torchrun: one rank per GPU; else one process
+    dev = ctx.device
     encoder, _module, info = feature_encoder(checkpoint, None, onnx, s["backbone"], s["width"], dev)
-    reader = open_data(data, parse_size(s["size"]), int(s["workers"]))
+    with ddp.main_first():
+        reader = open_data(data, parse_size(s["size"]), int(s["workers"]))
     if s["which"] == "all":
         videos = np.arange(reader.num_videos, dtype=np.int64)
         if videos.size == 0:
@@ -105,11 +107,14 @@ def embed(
     else:
         raise UsageError(f"--which must be all, train or test, got {s['which']!r}")
     T, S = int(s["frames"] or info["frames"]), int(s["clip_size"] or info["size"])
-    bar = Progress(videos.size, "embedding", not quiet)
-    feats = ev.video_features(encoder, reader, videos, T=T, stride=int(s["stride"]), num_clips=int(s["clips"]),
-                              layer=s["layer"], clip_l2=bool(s["clip_l2"]), size=S, batch_videos=int(s["batch_size"]),
-                              workers=int(s["workers"]), progress=bar.update)
+    bar = Progress(len(ddp.shard_range(videos.size)), "embedding", not quiet and ctx.is_main)
+    feats = ddp.sharded_map(videos, lambda v: ev.video_features(
+        encoder, reader, v, T=T, stride=int(s["stride"]), num_clips=int(s["clips"]), layer=s["layer"],
+        clip_l2=bool(s["clip_l2"]), size=S, batch_videos=int(s["batch_size"]), workers=int(s["workers"]),
+        progress=bar.update))
     bar.close()
+    if not ctx.is_main:  # rank 0 alone writes the file
+        return
     attrs = {"encoder": info["init"], "provider": info.get("provider") or str(dev), "frames": T, "clip_size": S,
              "stride": int(s["stride"]), "clips": int(s["clips"]), "layer": s["layer"], "clip_l2": bool(s["clip_l2"]),
              "frame_wh": [int(v) for v in reader.frame_wh], "which": s["which"], "split": int(s["split"]),

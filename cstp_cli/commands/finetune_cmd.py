@@ -177,8 +177,13 @@ def run_supervised_command(mode: str, data: str | None, checkpoint: str | None, 
         bn_reestimate=(mode == "linear" and info["init"] == "random"),
     )
     cfg.validate()
-    reader = open_data(data, parse_size(s["size"]), cfg.workers)
+    from cstp_cli.engine import distributed as ddp
+
+    ctx = ddp.init_distributed(cfg.device or "auto")  # torchrun: one rank per GPU; else one process
+    with ddp.main_first():
+        reader = open_data(data, parse_size(s["size"]), cfg.workers)
     out = Path(s["out"]) if s["out"] else default_out(mode, checkpoint)
+    quiet = quiet or not ctx.is_main
     log = (lambda m: None) if quiet else (lambda m: typer.echo(m, err=True))
     info = {**info, "frame_wh": tuple(int(v) for v in reader.frame_wh), "data": str(data) if data else "synthetic"}
     initial = copy.deepcopy(module.state_dict())
@@ -189,6 +194,8 @@ def run_supervised_command(mode: str, data: str | None, checkpoint: str | None, 
                                 progress_factory=progress_factory(not quiet), log=log)
         rows.append({"split": str(fold), **result.metrics})
     keys = ("video_top1", "video_top5", "clip_top1")
+    if not ctx.is_main:
+        return
     if len(rows) > 1:
         rows.append({"split": "mean", **{k: float(np.mean([r[k] for r in rows])) for k in keys}})
     typer.echo(format_table(rows, ("split", *keys)))

@@ -25,6 +25,7 @@ def pretrain(
     device: Annotated[Optional[str], Opt(help="auto, cpu, cuda or cuda:N. (default: auto)")] = None,
     precision: Annotated[Optional[str], Opt(help="bf16 (autocast on CUDA) or fp32. (default: bf16)")] = None,
     compile: Annotated[Optional[bool], Opt("--compile/--no-compile", help="torch.compile the encoder. (default: off)")] = None,
+    sync_bn: Annotated[Optional[bool], Opt("--sync-bn/--no-sync-bn", help="SyncBatchNorm across GPUs under torchrun (CUDA only; docs/distributed.md). (default: off)")] = None,
     seed: Annotated[Optional[int], Opt(help="Seed of plans, epoch orders and initial weights. (default: 0)")] = None,
     out: Annotated[Optional[Path], Opt("--out", "-o", help="Run folder (checkpoint.pt, metrics.jsonl, loss.png). (default: runs/pretrain-<time>)")] = None,
     resume: Annotated[Optional[Path], Opt(help="Continue the run of this checkpoint at its next unconsumed sample.")] = None,
@@ -53,7 +54,7 @@ def pretrain(
     objective = {k: v for k, v in (("contrastive", contrastive), ("pretext", pretext), ("augment", augment)) if v is not None}
     flags = {
         "data": data, "backbone": backbone, "width": width, "epochs": epochs, "batch_size": batch_size,
-        "lr": lr, "workers": workers, "device": device, "precision": precision, "compile": compile,
+        "lr": lr, "workers": workers, "device": device, "precision": precision, "compile": compile, "sync_bn": sync_bn,
         "seed": seed, "out": str(out) if out is not None else None, "sampling": sampling, "split": split,
         "clip_size": clip_size, "frames": frames, "size": size, "max_steps": max_steps,
         "objective": objective or None, "sets": parse_sets(set_) or None,
@@ -70,6 +71,10 @@ def pretrain(
             cfg["out"] = str(Path("runs") / f"pretrain-{datetime.datetime.now():%Y%m%d-%H%M%S}")
     log = lambda line: typer.echo(line, err=True)  # noqa: E731
     result = run_pretrain(cfg, resume=resume, progress=not quiet, log=log)
+    if not result.is_main:  # torchrun: only rank 0 reports
+        if result.interrupted:
+            raise typer.Exit(130)
+        return
     typer.echo(f"checkpoint: {result.checkpoint}")
     typer.echo(f"metrics:    {result.metrics}")
     if result.plot is not None:

@@ -112,7 +112,7 @@ def retrieve(
     """Retrieval R@1/5/10/20/50: test videos query the train videos by cosine similarity."""
     from cstp_cli import evaluate as ev
     from cstp_cli.reports import Progress, format_table, retrieval_montage, write_json
-    from cstp_cli.supervised import resolve_device
+    from cstp_cli.engine import distributed as ddp
 
     flags = dict(split=split, stride=stride, clips=clips, layer=layer, clip_l2=clip_l2, bn_reestimate=bn_reestimate,
                  frames=frames, clip_size=clip_size, batch_size=batch_size, workers=workers, device=device, size=size,
@@ -120,9 +120,11 @@ def retrieve(
     s = load_settings("retrieve", RETRIEVE_DEFAULTS, preset, config, flags)
     if s["layer"] not in ("pooled", "conv5"):
         raise UsageError(f"--layer must be pooled or conv5, got {s['layer']!r}")
-    dev = resolve_device(s["device"])
+    ctx = ddp.init_distributed(s["device"] or "auto")  # torchrun: one rank per GPU; else one process
+    dev = ctx.device
     encoder, module, info = feature_encoder(checkpoint, init, onnx, s["backbone"], s["width"], dev, int(s["seed"]))
-    reader = open_data(data, parse_size(s["size"]), int(s["workers"]))
+    with ddp.main_first():  # rank 0 builds a missing cache, the others reuse it
+        reader = open_data(data, parse_size(s["size"]), int(s["workers"]))
     fold = int(s["split"])
     gallery = ev.split_indices(reader, fold, "train")
     queries = ev.split_indices(reader, fold, "test")
@@ -135,16 +137,18 @@ def retrieve(
     if reest:
         if module is None:
             raise UsageError("--bn-reestimate needs a PyTorch encoder (--checkpoint or --init random)")
-        bar = Progress(gallery.size, "BN statistics", not quiet)
+        bar = Progress(gallery.size, "BN statistics", not quiet and ctx.is_main)
         ev.reestimate_bn(module, reader, gallery, device=dev, progress=bar.update, **common)
         bar.close()
         encoder = ev.torch_encoder(module, dev)
     feats = {}
     for name, videos in (("gallery", gallery), ("queries", queries)):
-        bar = Progress(videos.size, f"features {name}", not quiet)
-        feats[name] = ev.video_features(encoder, reader, videos, layer=s["layer"], clip_l2=bool(s["clip_l2"]),
-                                        progress=bar.update, **common)
+        bar = Progress(len(ddp.shard_range(videos.size)), f"features {name}", not quiet and ctx.is_main)
+        feats[name] = ddp.sharded_map(videos, lambda v: ev.video_features(
+            encoder, reader, v, layer=s["layer"], clip_l2=bool(s["clip_l2"]), progress=bar.update, **common))
         bar.close()
+    if not ctx.is_main:  # every rank has all features; rank 0 alone reports and writes
+        return
     recalls, scores, top = ev.retrieval_report(feats["queries"], feats["gallery"], q_labels, g_labels,
                                                device=dev if str(dev).startswith("cuda") else "cpu")
     typer.echo(format_table([{"split": str(fold), **recalls}], ("split", *recalls)))

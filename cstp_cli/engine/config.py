@@ -47,6 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "device": "auto",
     "precision": "bf16",
     "compile": False,
+    "sync_bn": False,
     "seed": 0,
     "out": None,
     "sampling": "clean",
@@ -63,7 +64,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 #: Keys that may change on ``--resume`` without breaking the run's definition.
-RESUME_MUTABLE = frozenset({"data", "workers", "device", "out", "max_steps", "epochs"})
+RESUME_MUTABLE = frozenset({"data", "workers", "device", "out", "max_steps", "epochs", "sync_bn"})
 
 _OBJECTIVE_KEYS = ("contrastive", "pretext", "augment")
 

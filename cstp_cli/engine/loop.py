@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from cstp_cli.engine import checkpointing
+from cstp_cli.engine import distributed as ddp
 from cstp_cli.engine.config import parse_size
 from cstp_cli.engine.data import PairDataset, make_loader, steps_per_epoch
 from cstp_cli.engine.metrics import MetricsLog, Progress, plot_losses, split_logs
@@ -49,6 +50,7 @@ class PretrainResult:
     steps: int  # global optimiser steps done (including resumed ones)
     samples: int  # samples consumed
     interrupted: bool = False
+    is_main: bool = True  # rank 0 (the only rank that wrote anything)
     encoder: Any = field(default=None, repr=False)
     objective: Any = field(default=None, repr=False)
     config: dict = field(default_factory=dict, repr=False)
@@ -73,6 +75,8 @@ class Run:
     total_steps: int
     out: Path
     step: int = 0  # global optimiser steps done
+    ctx: ddp.DistContext = field(default_factory=ddp.DistContext)
+    model: Any = None  # TrainModule(encoder, objective), wrapped in DDP when world_size > 1
 
 
 def resolve_device(name: str) -> torch.device:
@@ -97,16 +101,19 @@ def to_layout(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last_3d) if device.type == "cuda" else x
 
 
-def setup(cfg: dict, resume_state: dict | None = None, rank: int = 0, world_size: int = 1) -> Run:
+def setup(cfg: dict, resume_state: dict | None = None, ctx: ddp.DistContext | None = None) -> Run:
     """Resolve the data, build encoder, objective, optimiser and schedule (restored on resume)."""
     from cstp_cli.cache import CacheReader
     from cstp_cli.plugins import get_registry
     from cstp_cli.resolve import resolve_data
     from cstp_cli.sampling import PairSampler
 
-    device = resolve_device(cfg["device"])
+    ctx = ctx or ddp.DistContext(device=resolve_device(cfg["device"]))
+    device = ctx.device
+    ddp.local_batch_size(int(cfg["batch_size"]), ctx.world_size)  # --batch-size is global: W must divide it
     size = parse_size(cfg["size"]) if cfg["size"] else None
-    cache_path = resolve_data(cfg["data"], size=size, workers=cfg["workers"] or None)
+    with ddp.main_first():  # rank 0 builds the cache / synthetic set, the others then reuse it
+        cache_path = resolve_data(cfg["data"], size=size, workers=cfg["workers"] or None)
     reader = CacheReader(cache_path)
     frame_wh = tuple(int(v) for v in reader.frame_wh)
     if resume_state is not None:
@@ -145,6 +152,8 @@ def setup(cfg: dict, resume_state: dict | None = None, rank: int = 0, world_size
     run = Run(cfg, device, encoder, forward, objective, optimizer, schedule, params, dataset, frame_wh, feature_dim, spe, total, out)
     if resume_state is not None:
         checkpointing.restore(run, resume_state)
+    run.ctx = ctx
+    run.model = ddp.wrap_for_ddp(ddp.TrainModule(encoder, objective, encode=forward), ctx, sync_bn=bool(cfg.get("sync_bn", False)))
     return run
 
 
@@ -197,15 +206,13 @@ def train_step(run: Run, frames: torch.Tensor, batch: Any) -> tuple[torch.Tensor
         clips = augment_batch(frames, batch, run.objective.tasks, out_size=int(run.cfg["clip_size"]))
     x1, x2 = to_layout(clips[:, 0], device), to_layout(clips[:, 1], device)
     with autocast_for(device, run.cfg["precision"]):
-        y1 = run.forward(x1)
-        y2 = run.forward(x2)
-        loss, logs = run.objective(y1, y2, x1, x2, batch.labels)
+        loss, logs = run.model(x1, x2, batch.labels)  # encoder per view + objective; DDP syncs grads
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     norm = clip_gradients(run.params, run.cfg["grad_clip"])
     if norm is not None:
         logs["grad_norm"] = norm.detach().float()
-    return loss, logs
+    return loss, ddp.reduce_logs(logs)  # averaged over ranks: same numbers (and NaN check) everywhere
 
 
 def optimise(run: Run, frames: torch.Tensor, batch: Any) -> dict[str, float]:
@@ -247,8 +254,6 @@ def train(
     *,
     progress: bool = True,
     on_step: Callable[[Run, int, torch.Tensor, Any, dict[str, float]], None] | None = None,
-    rank: int = 0,
-    world_size: int = 1,
 ) -> PretrainResult:
     """Run the remaining steps of ``run`` (see the module docstring for how it stops).
 
@@ -259,7 +264,7 @@ def train(
     G = int(cfg["batch_size"])
     stop_step = run.total_steps if cfg["max_steps"] is None else min(run.total_steps, int(cfg["max_steps"]))
     interrupt_after = int(os.environ.get(INTERRUPT_ENV, "0") or 0)
-    writer = rank == 0
+    writer = run.ctx.is_main
     metrics = MetricsLog(run.out / "metrics.jsonl", resume_step=run.step if run.step else None) if writer else None
     bar = Progress(stop_step, run.spe, start_step=run.step, enabled=progress and writer)
     loader = make_loader(
@@ -270,8 +275,8 @@ def train(
         global_batch=G,
         workers=int(cfg["workers"]),
         pin_memory=run.device.type == "cuda",
-        rank=rank,
-        world_size=world_size,
+        rank=run.ctx.rank,
+        world_size=run.ctx.world_size,
     )
     run.encoder.train()
     run.objective.train()
@@ -283,14 +288,16 @@ def train(
     try:
         with flag.installed():
             iterator = iter(loader)
-            while run.step < stop_step and not flag.stop:
+            stop = False
+            while run.step < stop_step and not (stop := ddp.any_rank(flag.stop)):  # all ranks stop together
                 try:
                     frames, batch = next(iterator)
                 except RuntimeError:
                     if flag.stop:  # workers died of the same SIGINT
                         break
                     raise
-                values = optimise(run, frames, batch)
+                with ddp.guard(f"training step {run.step + 1}", checkpoint=run.out / "checkpoint.pt"):
+                    values = optimise(run, frames, batch)  # a dead or hung rank → one DistributedError line
                 now = time.perf_counter()
                 record = {
                     "step": run.step,
@@ -310,7 +317,7 @@ def train(
                     plot = plot_losses(metrics.path, run.out / "loss.png")
                 if interrupt_after and run.step - start == interrupt_after:
                     os.kill(os.getpid(), signal.SIGINT)
-            interrupted = flag.stop and run.step < stop_step
+            interrupted = stop and run.step < stop_step
             del iterator
     finally:
         bar.close()
@@ -327,6 +334,7 @@ def train(
         steps=run.step,
         samples=run.step * G,
         interrupted=interrupted,
+        is_main=writer,
         encoder=run.encoder,
         objective=run.objective,
         config=cfg,
@@ -335,14 +343,21 @@ def train(
 
 def pretrain(cfg: dict, *, resume: str | Path | None = None, progress: bool = True, on_step: Callable | None = None, log: Callable[[str], None] | None = None) -> PretrainResult:
     """Set up (or resume) and train one run of config ``cfg`` (see :mod:`cstp_cli.engine.config`)."""
+    with ddp.distributed(cfg.get("device") or "auto") as ctx:  # torchrun's group, or one process
+        return _pretrain(cfg, ctx, resume=resume, progress=progress, on_step=on_step, log=log)
+
+
+def _pretrain(cfg: dict, ctx: ddp.DistContext, *, resume: str | Path | None, progress: bool, on_step: Callable | None, log: Callable[[str], None] | None) -> PretrainResult:
     state = checkpointing.load_resume(resume) if resume else None
     if state is not None:
         cfg = checkpointing.resumed_config(state, cfg)
-    run = setup(cfg, state)
+    cfg["out"] = ddp.broadcast_object(cfg["out"])  # run folders named after the time must agree
+    run = setup(cfg, state, ctx)
     run.out.mkdir(parents=True, exist_ok=True)
-    if log is not None:
+    if log is not None and ctx.is_main:
         log(
-            f"pretraining {cfg['backbone']} ({cfg['width']}, D={run.feature_dim}) on {run.device}: "
+            f"pretraining {cfg['backbone']} ({cfg['width']}, D={run.feature_dim}) on {run.device}"
+            + (f" × {ctx.world_size} ranks ({ctx.backend})" if ctx.distributed else "") + ": "
             f"{describe(run.objective)}; {len(run.dataset)} videos, {run.spe} steps/epoch × {cfg['epochs']} epochs, "
             f"batch {cfg['batch_size']}, clips {cfg['frames']}×{cfg['clip_size']}² from {run.frame_wh[0]}x{run.frame_wh[1]} frames"
             + (f"; resuming at step {run.step}" if state is not None else "")

@@ -134,7 +134,7 @@ def test_default_dataset_root_generates_once_then_reuses(tmp_path, monkeypatch):
     first = synth.default_dataset_root()
     second = synth.default_dataset_root()
     assert first == second and len(calls) == 1
-    assert first.parent == tmp_path and first.name.startswith("synthetic-v1-")
+    assert first.parent == tmp_path and first.name.startswith(f"synthetic-v{synth.SYNTH_VERSION}-")
     assert (first / "ucfTrainTestlist" / "classInd.txt").is_file()
 
 
@@ -210,3 +210,42 @@ def test_appearance_distribution_is_the_same_for_every_class():
 
     for key, names in (("shape", synth.SHAPES), ("texture", synth.TEXTURES)):
         assert np.abs(freqs(0, key, names) - freqs(7, key, names)).max() < 0.1
+
+
+# --- pace and rotation are learnable from the frames (issue 4 item 7) ------------------
+
+
+def mean_speed(kind: str, p: dict, frames: int = 64) -> float:
+    """Mean per-frame change of the object state: centre (px) + base radius 8 px × (angle
+    change + scale change) — the apparent speed the pace task must read."""
+    m = synth.trajectory(kind, p, frames)
+    return float(np.mean(np.hypot(np.diff(m.cx), np.diff(m.cy)) + 8 * np.abs(np.diff(m.angle)) + 8 * np.abs(np.diff(m.scale))))
+
+
+@pytest.mark.parametrize("kind", synth.CLASS_NAMES)
+def test_speeds_within_a_class_span_less_than_one_pace_doubling(kind):
+    # at paces s and 2s the apparent speed ranges of a class must not overlap
+    speeds = [mean_speed(kind, synth.sample_motion(kind, np.random.default_rng([4, i]), 64, SIZE)) for i in range(200)]
+    assert min(speeds) > 0 and max(speeds) / min(speeds) < 1.9
+
+
+@pytest.mark.parametrize("kind", synth.CLASS_NAMES)
+def test_periodic_motions_do_not_alias_at_pace_4(kind):
+    for i in range(50):
+        p = synth.sample_motion(kind, np.random.default_rng([5, i]), 64, SIZE)
+        assert p.get("period", math.inf) > 2 * 4  # at least two samples per period at pace 4
+
+
+def test_light_from_the_top_gives_every_class_a_canonical_up():
+    # class-independent cue: the top of each frame is brighter than its bottom, in every class
+    for c, _ in enumerate(synth.CLASS_NAMES):
+        frames = np.stack([synth.render_clip(0, c, g, 1, 2, (32, 24)) for g in range(1, 7)]).astype(float)
+        top, bottom = frames[:, :, :6].mean(axis=(2, 3, 4)), frames[:, :, -6:].mean(axis=(2, 3, 4))
+        assert (top > bottom).mean() >= 0.9
+
+
+def test_light_ramp_is_the_same_for_every_scene_and_flip_invariant():
+    y = np.linspace(-12, 12, 25)
+    ramp = synth.light_ramp(y, 24)
+    assert ramp[0] == pytest.approx(1 + synth.LIGHT) and ramp[-1] == pytest.approx(1 - synth.LIGHT)
+    assert np.all(np.diff(ramp) < 0)
