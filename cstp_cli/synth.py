@@ -16,6 +16,14 @@ from streams seeded without the class, so no single frame reveals it. Like UCF-1
 clips of one *group* share a scene (background, shape, colours, texture) and groups never
 straddle train and test.
 
+**Learnable pretexts** (v2, tuned on pretext losses and frame statistics only): every rate of
+a clip is its class's nominal rate × one speed factor f ∈ [0.8, 1.2] (:data:`SPEED_SPREAD`),
+so speed ranges at paces s and 2s never overlap; periods exceed 8 frames (no aliasing at
+pace 4); object radius is in a narrow range (:data:`RADIUS_RANGE`) so apparent size reveals
+the crop scale. The scene is lit from the top (:data:`LIGHT`, background and object shading
+in frame coordinates, the same for every class): a canonical "up" for the rotation task
+that leaves the motion classes closed under flip and 90° rotation.
+
 **Length**: the default 64 frames make every overlap label feasible at paces 1–4 with
 T = 8, n = 5 (METHOD §2: N ≥ s_max·(T − 1 + δ_{n−1}) + 1 = 4·(7 + 6) + 1 = 53), and at
 paces 1–2 with T = 16 (2·(15 + 12) + 1 = 55).
