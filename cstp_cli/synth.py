@@ -20,7 +20,9 @@ straddle train and test.
 a clip is its class's nominal rate × one speed factor f ∈ [0.8, 1.2] (:data:`SPEED_SPREAD`),
 so speed ranges at paces s and 2s never overlap; periods exceed 8 frames (no aliasing at
 pace 4); object radius is in a narrow range (:data:`RADIUS_RANGE`) so apparent size reveals
-the crop scale. The scene is lit from the top (:data:`LIGHT`, background and object shading
+the crop scale. Two class-independent motion cues scale with f too: textured objects' patterns
+scroll (:data:`TEXTURE_SCROLL`) and the background's pattern and mottle (:data:`GRAIN`) drift
+in a uniform random direction (:data:`BACKGROUND_DRIFT`). The scene is lit from the top (:data:`LIGHT`, background and object shading
 in frame coordinates, the same for every class): a canonical "up" for the rotation task
 that leaves the motion classes closed under flip and 90° rotation.
 
@@ -50,7 +52,7 @@ import numpy as np
 from cstp_cli.errors import DataError
 
 #: Format version of the generated set (bump when rendering changes).
-SYNTH_VERSION = 2
+SYNTH_VERSION = 3
 #: Motion types, in label order.
 CLASS_NAMES = (
     "Translate",
@@ -69,7 +71,7 @@ TEXTURES = ("solid", "stripes", "checker", "rings")
 BACKGROUNDS = ("solid", "gradient", "stripes", "blotches")
 
 #: Parameters of the default (embedded) dataset: 10 classes × (40 train + 15 test) clips of
-#: 64 frames at 64×48, 25 fps, groups of 5 clips. Cached at 64×48 it is ~0.2 GB.
+#: 64 frames at 64×48, 25 fps, groups of 5 clips. Cached at 64×48 it is ~0.3 GB.
 DEFAULT_SYNTH: dict = {
     "classes": 10,
     "train_per_class": 40,
@@ -98,6 +100,11 @@ class Motion:
     cy: np.ndarray
     angle: np.ndarray
     scale: np.ndarray
+    #: texture scroll (object radii, along the object's own x axis), float64 ``[N]``
+    scroll: np.ndarray | None = None
+    #: background drift (px, x right / y down), float64 ``[N]`` each
+    bx: np.ndarray | None = None
+    by: np.ndarray | None = None
 
 
 #: Relative spread of every clip's speed factor f ~ U[1 − SPEED_SPREAD, 1 + SPEED_SPREAD]: all
@@ -108,6 +115,10 @@ SPEED_SPREAD = 0.2
 #: Object base radius as a fraction of min(W, H): a narrow range, so that apparent object
 #: size tells the network the random-resized-crop scale and hence the true speed.
 RADIUS_RANGE = (0.16, 0.2)
+#: Nominal texture scroll speed, object radii per frame (see :func:`sample_motion`).
+TEXTURE_SCROLL = 0.05
+#: Nominal background drift speed, × min(W, H) per frame (see :func:`sample_motion`).
+BACKGROUND_DRIFT = 0.015
 
 
 def sample_motion(kind: str, rng: np.random.Generator, frames: int, size: tuple[int, int]) -> dict:
@@ -131,6 +142,13 @@ def sample_motion(kind: str, rng: np.random.Generator, frames: int, size: tuple[
         "alpha0": rng.uniform(0, 2 * math.pi),
         "phase": rng.uniform(0, 2 * math.pi),
         "f": f,
+        # every textured object's pattern scrolls at a class-independent rate × f: a
+        # motion cue of the pace in every clip (< ½ stripe period per step at pace 4: no aliasing)
+        "scroll_v": f * TEXTURE_SCROLL * float(rng.choice([-1.0, 1.0])),
+        # the background pattern drifts at BACKGROUND_DRIFT·L·f px/frame in a uniform random
+        # direction: a whole-frame, class-independent motion cue of the pace
+        "drift_v": f * BACKGROUND_DRIFT * L,
+        "drift_phi": rng.uniform(0, 2 * math.pi),
     }
     if kind == "Translate":
         p["v"] = f * min(0.012 * L, 0.75 * L / n)
@@ -174,6 +192,9 @@ def trajectory(kind: str, p: dict, frames: int) -> Motion:
     across = np.zeros(frames)  # displacement along perp
     angle = np.full(frames, p["alpha0"])
     scale = np.ones(frames)
+    scroll = p.get("scroll_v", 0.0) * t
+    drift = p.get("drift_v", 0.0) * t
+    bx, by = drift * math.cos(p.get("drift_phi", 0.0)), drift * math.sin(p.get("drift_phi", 0.0))
     if kind == "Translate":
         along = p["v"] * (t - mid)
     elif kind == "Accelerate":
@@ -184,7 +205,7 @@ def trajectory(kind: str, p: dict, frames: int) -> Motion:
         across = p["h"] * p["amp"] * tri
     elif kind == "Circle":
         phi = p["theta"] + p["h"] * 2 * math.pi * t / p["period"]
-        return Motion(p["x0"] + p["radius"] * np.cos(phi), p["y0"] + p["radius"] * np.sin(phi), angle, scale)
+        return Motion(p["x0"] + p["radius"] * np.cos(phi), p["y0"] + p["radius"] * np.sin(phi), angle, scale, scroll, bx, by)
     elif kind == "Rotate":
         angle = p["alpha0"] + p["h"] * 2 * math.pi * t / p["period"]
     elif kind == "ZoomIn":  # ln(scale) grows at p["rate"] per frame (for at most 63 frames)
@@ -203,7 +224,7 @@ def trajectory(kind: str, p: dict, frames: int) -> Motion:
         raise ValueError(f"unknown motion type {kind!r}")
     cx = p["x0"] + along * u[0] + across * perp[0]
     cy = p["y0"] + along * u[1] + across * perp[1]
-    return Motion(cx, cy, angle, scale)
+    return Motion(cx, cy, angle, scale, scroll, bx, by)
 
 
 # --------------------------------------------------------------------------- appearance
@@ -227,6 +248,7 @@ def sample_scene(rng: np.random.Generator) -> dict:
         "angle": rng.uniform(0, 2 * math.pi),
         "period": rng.uniform(0.2, 0.45),
         "grid": rng.uniform(0, 1, size=(4, 5)),
+        "grain": rng.uniform(0, 1, size=(6, 8)),  # drifting brightness mottle on every background
     }
     bg_mean = (bg["c1"] + bg["c2"]) / 2 if bg["kind"] != "solid" else bg["c1"]
     for _ in range(50):  # keep the object visible against the background
@@ -280,11 +302,14 @@ def _grid(size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     return xs, ys
 
 
-def render_background(bg: dict, size: tuple[int, int]) -> np.ndarray:
-    """Static background, float32 ``[H·s, W·s, 3]`` in [0, 1] (s = supersampling)."""
+def render_background(bg: dict, size: tuple[int, int], shift: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """Background, float32 ``[H·s, W·s, 3]`` in [0, 1] (s = supersampling), its pattern
+    moved by ``shift`` = (dx, dy) px (the blotch grid wraps around); the light from the top
+    stays put."""
     xs, ys = _grid(size)
     L = float(min(size))
-    X, Y = np.meshgrid(xs, ys)
+    Yf = np.meshgrid(xs, ys)[1]
+    X, Y = np.meshgrid(xs - np.float32(shift[0]), ys - np.float32(shift[1]))
     if bg["kind"] == "solid":
         mix = np.zeros_like(X)
     elif bg["kind"] == "gradient":
@@ -293,21 +318,33 @@ def render_background(bg: dict, size: tuple[int, int]) -> np.ndarray:
     elif bg["kind"] == "stripes":
         proj = (X * math.cos(bg["angle"]) + Y * math.sin(bg["angle"])) / (bg["period"] * L)
         mix = 0.5 + 0.5 * np.sin(2 * math.pi * proj)
-    else:  # blotches: a coarse random grid, bilinearly upsampled
-        grid = bg["grid"]
-        gy = (Y - ys[0]) / max(ys[-1] - ys[0], 1e-6) * (grid.shape[0] - 1)
-        gx = (X - xs[0]) / max(xs[-1] - xs[0], 1e-6) * (grid.shape[1] - 1)
-        y0, x0 = np.minimum(gy.astype(int), grid.shape[0] - 2), np.minimum(gx.astype(int), grid.shape[1] - 2)
-        fy, fx = gy - y0, gx - x0
-        mix = (
-            grid[y0, x0] * (1 - fy) * (1 - fx)
-            + grid[y0 + 1, x0] * fy * (1 - fx)
-            + grid[y0, x0 + 1] * (1 - fy) * fx
-            + grid[y0 + 1, x0 + 1] * fy * fx
-        )
+    else:  # blotches: a coarse random grid, bilinearly upsampled, periodic beyond its ends
+        mix = _periodic_bilinear(bg["grid"], X, Y, xs, ys)
     mix = mix.astype(np.float32)[..., None]
     img = bg["c1"].astype(np.float32) * (1 - mix) + bg["c2"].astype(np.float32) * mix
-    return img * light_ramp(Y, size[1])[..., None]
+    grain = 1 + GRAIN * (2 * _periodic_bilinear(bg["grain"], X, Y, xs, ys) - 1)
+    return img * (light_ramp(Yf, size[1]) * grain.astype(np.float32))[..., None]
+
+
+#: Contrast of the drifting mottle on every background: brightness × (1 ± GRAIN).
+GRAIN = 0.2
+
+
+def _periodic_bilinear(grid: np.ndarray, X: np.ndarray, Y: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """``grid`` [r, c] bilinearly stretched so its nodes span the frame (first node at the first
+    sample, last at the last), continued periodically beyond; sampled at (X, Y)."""
+    rows, cols = grid.shape
+    gy = np.mod((Y - ys[0]) / max(ys[-1] - ys[0], 1e-6) * (rows - 1), rows)
+    gx = np.mod((X - xs[0]) / max(xs[-1] - xs[0], 1e-6) * (cols - 1), cols)
+    y0, x0 = np.minimum(gy.astype(int), rows - 1), np.minimum(gx.astype(int), cols - 1)
+    fy, fx = gy - y0, gx - x0
+    y1, x1 = (y0 + 1) % rows, (x0 + 1) % cols
+    return (
+        grid[y0, x0] * (1 - fy) * (1 - fx)
+        + grid[y1, x0] * fy * (1 - fx)
+        + grid[y0, x1] * (1 - fy) * fx
+        + grid[y1, x1] * fy * fx
+    )
 
 
 #: Strength of the scene light from the top: brightness × (1 + LIGHT) at the top edge,
@@ -331,7 +368,8 @@ def render(scene: dict, motion: Motion, radius: float, size: tuple[int, int]) ->
     w, h = size
     s = _SUPERSAMPLE
     xs, ys = _grid(size)
-    background = render_background(scene["background"], size)
+    static = render_background(scene["background"], size)
+    drifts = motion.bx is not None
     obj = scene["object"]
     c1, c2 = obj["c1"].astype(np.float32), obj["c2"].astype(np.float32)
     n = motion.cx.shape[0]
@@ -348,11 +386,16 @@ def render(scene: dict, motion: Motion, radius: float, size: tuple[int, int]) ->
         ux = (ca * dx + sa * dy) / r
         uy = (-sa * dx + ca * dy) / r
         mask = _shape_mask(obj["shape"], ux, uy).astype(np.float32)[..., None]
-        tex = _texture(obj["texture"], obj["freq"], ux, uy)[..., None]
+        shift = 0.0 if motion.scroll is None else motion.scroll[sl, None, None].astype(np.float32)
+        tex = _texture(obj["texture"], obj["freq"], ux - shift, uy)[..., None]
         # lit from the top: the object's upper half (in frame coordinates) is brighter
         shade = np.clip(1 - LIGHT * dy / r, 1 - LIGHT, 1 + LIGHT)[..., None]
         colour = (c2 + (c1 - c2) * tex) * shade
-        img = background[None] * (1 - mask) + colour * mask
+        if drifts:
+            background = np.stack([render_background(scene["background"], size, (motion.bx[i], motion.by[i])) for i in range(sl.start, sl.stop)])
+        else:
+            background = static[None]
+        img = background * (1 - mask) + colour * mask
         img = sum(img[:, i::s, j::s] for i in range(s) for j in range(s)) * (1.0 / (s * s))
         out[sl] = np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
     return out

@@ -152,12 +152,20 @@ def mirrored(p: dict) -> dict:
         "alpha0": (math.pi - p["alpha0"]) % (2 * math.pi),
         "h": -p["h"],
         "x0": -p["x0"],
+        "drift_phi": (math.pi - p["drift_phi"]) % (2 * math.pi),
     }
 
 
 def rotated(p: dict) -> dict:
     """The parameters of the motion rotated by 90° ((x, y) → (−y, x))."""
-    return {**p, "theta": (p["theta"] + math.pi / 2) % (2 * math.pi), "x0": -p["y0"], "y0": p["x0"], "alpha0": p["alpha0"] + math.pi / 2}
+    return {
+        **p,
+        "theta": (p["theta"] + math.pi / 2) % (2 * math.pi),
+        "x0": -p["y0"],
+        "y0": p["x0"],
+        "alpha0": p["alpha0"] + math.pi / 2,
+        "drift_phi": p["drift_phi"] + math.pi / 2,
+    }
 
 
 @pytest.mark.parametrize("kind", synth.CLASS_NAMES)
@@ -166,6 +174,7 @@ def test_flipped_motion_is_a_motion_of_the_same_class(kind):
         p = synth.sample_motion(kind, np.random.default_rng(i), 64, SIZE)
         a, b = synth.trajectory(kind, p, 64), synth.trajectory(kind, mirrored(p), 64)
         assert np.allclose(b.cx, -a.cx) and np.allclose(b.cy, a.cy) and np.allclose(b.scale, a.scale)
+        assert np.allclose(b.bx, -a.bx) and np.allclose(b.by, a.by)  # background drift mirrors too
         assert np.allclose(np.exp(1j * b.angle), -np.exp(-1j * a.angle))  # orientation π − α
 
 
@@ -175,6 +184,7 @@ def test_rotated_motion_is_a_motion_of_the_same_class(kind):
         p = synth.sample_motion(kind, np.random.default_rng(i), 64, SIZE)
         a, b = synth.trajectory(kind, p, 64), synth.trajectory(kind, rotated(p), 64)
         assert np.allclose(b.cx, -a.cy) and np.allclose(b.cy, a.cx) and np.allclose(b.scale, a.scale)
+        assert np.allclose(b.bx, -a.by) and np.allclose(b.by, a.bx)
         assert np.allclose(np.exp(1j * b.angle), np.exp(1j * (a.angle + math.pi / 2)))
 
 
@@ -193,7 +203,7 @@ def test_rendered_flip_equals_rendering_of_flipped_parameters(shape, texture, ba
     scene = synth.sample_scene(rng)
     scene["object"].update(shape=shape, texture=texture)
     bg = {**scene["background"], "kind": background}
-    flipped_bg = {**bg, "angle": math.pi - bg["angle"], "grid": bg["grid"][:, ::-1]}
+    flipped_bg = {**bg, "angle": math.pi - bg["angle"], "grid": bg["grid"][:, ::-1], "grain": bg["grain"][:, ::-1]}
     p = synth.sample_motion("ZigZag", rng, 12, SIZE)
     a = synth.render({**scene, "background": bg}, synth.trajectory("ZigZag", p, 12), 9.0, SIZE)
     b = synth.render({**scene, "background": flipped_bg}, synth.trajectory("ZigZag", mirrored(p), 12), 9.0, SIZE)
@@ -249,3 +259,33 @@ def test_light_ramp_is_the_same_for_every_scene_and_flip_invariant():
     ramp = synth.light_ramp(y, 24)
     assert ramp[0] == pytest.approx(1 + synth.LIGHT) and ramp[-1] == pytest.approx(1 - synth.LIGHT)
     assert np.all(np.diff(ramp) < 0)
+
+
+def test_texture_scroll_speed_is_class_independent_and_unaliased_at_pace_4():
+    finest_period = 2 / 3.5  # stripe/checker period (object radii) at the largest texture freq
+    for kind in synth.CLASS_NAMES:
+        v = np.abs([synth.sample_motion(kind, np.random.default_rng([6, i]), 64, SIZE)["scroll_v"] for i in range(100)])
+        assert np.all(v >= (1 - synth.SPEED_SPREAD) * synth.TEXTURE_SCROLL - 1e-12)
+        assert np.all(v <= (1 + synth.SPEED_SPREAD) * synth.TEXTURE_SCROLL + 1e-12)
+        assert 4 * v.max() < finest_period / 2
+
+
+def test_scrolling_texture_moves_the_object_pattern_between_frames():
+    scene = synth.sample_scene(np.random.default_rng(2))
+    scene["object"].update(texture="stripes", freq=2.0)
+    still = synth.Motion(np.zeros(4), np.zeros(4), np.zeros(4), np.ones(4))
+    scrolling = synth.Motion(still.cx, still.cy, still.angle, still.scale, 0.1 * np.arange(4))
+    a, b = synth.render(scene, still, 12.0, SIZE), synth.render(scene, scrolling, 12.0, SIZE)
+    assert np.array_equal(a[0], a[3]) and np.array_equal(a[0], b[0]) and not np.array_equal(b[0], b[3])
+
+
+def test_background_drift_is_class_independent_and_moves_patterned_backgrounds():
+    for kind in synth.CLASS_NAMES:
+        v = [synth.sample_motion(kind, np.random.default_rng([7, i]), 64, SIZE)["drift_v"] for i in range(100)]
+        lo, hi = (1 - synth.SPEED_SPREAD) * synth.BACKGROUND_DRIFT * 48, (1 + synth.SPEED_SPREAD) * synth.BACKGROUND_DRIFT * 48
+        assert lo - 1e-9 <= min(v) and max(v) <= hi + 1e-9
+    scene = synth.sample_scene(np.random.default_rng(1))
+    scene["background"]["kind"] = "blotches"
+    a = synth.render_background(scene["background"], SIZE)
+    b = synth.render_background(scene["background"], SIZE, (3.0, 0.0))  # 3 px = 6 samples right
+    assert not np.allclose(a, b) and np.allclose(a[:, 20:-20], b[:, 26:-14], atol=1e-4)
