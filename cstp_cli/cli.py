@@ -69,8 +69,15 @@ def build_app() -> typer.Typer:
 def _fail(exc: CstpError) -> None:
     if os.environ.get("CSTP_DEBUG"):
         raise exc
-    print(f"error: {exc}", file=sys.stderr)
+    print(f"{_rank_prefix()}error: {exc}", file=sys.stderr)
     sys.exit(exc.exit_code)
+
+
+def _rank_prefix() -> str:
+    """``"rank N: "`` under torchrun with several processes (each rank prints its own line)."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        return f"rank {os.environ.get('RANK', '?')}: "
+    return ""
 
 
 def main(argv: list[str] | None = None) -> None:

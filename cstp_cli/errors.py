@@ -52,3 +52,7 @@ class TrainingError(CstpError):
 
 class ExportError(CstpError):
     """ONNX export failed, or the exported model does not match PyTorch."""
+
+
+class DistributedError(TrainingError):
+    """A collective failed: another rank died, hung past ``CSTP_DIST_TIMEOUT`` or was unreachable."""

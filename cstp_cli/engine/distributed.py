@@ -51,7 +51,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from cstp_cli.errors import TrainingError, UsageError
+from cstp_cli.errors import DistributedError, TrainingError, UsageError
 
 #: Seconds a collective waits for the other ranks before failing (``init_process_group`` timeout).
 TIMEOUT_ENV = "CSTP_DIST_TIMEOUT"
@@ -74,10 +74,6 @@ _FAILURE_MARKS = (
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-class DistributedError(TrainingError):
-    """A collective failed: another rank died, hung past ``CSTP_DIST_TIMEOUT`` or was unreachable."""
 
 
 # --------------------------------------------------------------------------- context

@@ -43,3 +43,11 @@ def test_bug_exits_3_with_debug_hint(monkeypatch, capsys):
 def test_version_flag():
     out = subprocess.run([sys.executable, "-m", "cstp_cli", "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("cstp 0.")
+
+
+def test_error_lines_name_the_rank_under_torchrun(monkeypatch, capsys):
+    monkeypatch.delenv("CSTP_DEBUG", raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    run_main(monkeypatch, [], CacheError("bad cache"))
+    assert capsys.readouterr().err == "rank 1: error: bad cache\n"
