@@ -179,7 +179,7 @@ def pairs(
     augment: Annotated[str, typer.Option("--augment", help="Tasks used as augmentations, comma-separated (or none).")] = DEFAULT_AUGMENT,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="A task option, task.option=value (repeatable).")] = None,
     sampling: Annotated[str, typer.Option("--sampling", help="clean (METHOD §2) or reference (the authors', App. A).")] = "clean",
-    frames: Annotated[int, typer.Option("--frames", help="Frames per clip T.", min=2)] = 16,
+    frames: Annotated[Optional[int], typer.Option("--frames", help="Frames per clip T (default 16; with no DATA, the cpu-synthetic preset's T and pace rates, as `cstp pretrain` uses them).", min=2)] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the per-sample generators.")] = 0,
 ) -> None:
     """Write clip-pair plans and print the shortcut report (METHOD §2)."""
@@ -188,8 +188,11 @@ def pairs(
     from cstp_cli.resolve import resolve_data
     from cstp_cli.sampling import PairSampler, epoch_order, plan_rng, plan_to_json
 
-    tasks = build_tasks(pretext, augment, set_ or [])
-    sampler = PairSampler(tasks, T=frames, mode=sampling)
+    sets = list(set_ or [])
+    if data is None and frames is None:
+        frames, sets = _builtin_defaults(sets)
+    tasks = build_tasks(pretext, augment, sets)
+    sampler = PairSampler(tasks, T=frames or 16, mode=sampling)
     reader = CacheReader(resolve_data(data, size=None))
     lengths = _video_lengths(reader)
     frame_wh = tuple(int(v) for v in reader.frame_wh)
@@ -214,6 +217,18 @@ def pairs(
     if png is not None:
         draw_pairs_png(png, records, plans, reader)
         typer.echo(f"picture: {png}")
+
+
+def _builtin_defaults(sets: list[str]) -> tuple[int, list[str]]:
+    """T and pace rates of the ``cpu-synthetic`` preset, which a bare ``cstp pretrain`` uses on
+    the built-in dataset (its 64-frame videos are too short for T = 16 at paces up to 8)."""
+    from cstp_cli.engine.config import load_preset
+
+    preset = load_preset("cpu-synthetic")
+    rates = preset.get("pretext", {}).get("pace", {}).get("rates")
+    if rates and not any(item.strip().startswith("pace.rates=") for item in sets):
+        sets = [*sets, "pace.rates=" + ",".join(str(int(r)) for r in rates)]
+    return int(preset.get("frames", 16)), sets
 
 
 def register(data_app: typer.Typer) -> None:
