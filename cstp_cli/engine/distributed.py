@@ -615,7 +615,9 @@ class TrainModule(nn.Module):
         self.__dict__["_encode"] = encode
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, labels: Mapping[str, torch.Tensor]) -> Any:
-        encode = self.__dict__["_encode"] or self.encoder
+        encode = self.__dict__["_encode"]
+        if encode is None:  # never `or`: a compiled module has no truth value (len() raises)
+            encode = self.encoder
         y1 = encode(x1)
         y2 = encode(x2)
         return self.objective(y1, y2, x1, x2, labels)

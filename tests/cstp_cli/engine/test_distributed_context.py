@@ -183,3 +183,25 @@ def test_guard_is_transparent_for_other_errors_and_in_one_process():
 )
 def test_collective_failures_are_told_apart_from_bugs(exc, expected):
     assert D.is_collective_failure(exc) is expected
+
+
+def test_train_module_runs_a_compiled_encoder():
+    """Regression (found on the H200 with --compile): a compiled module has no truth value."""
+
+    class Objective(torch.nn.Module):
+        def forward(self, y1, y2, x1, x2, labels):
+            return (y1 - y2).square().mean(), {}
+
+    class Encoder(torch.nn.Module):  # like the backbones: no __len__
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(12, 3)
+
+        def forward(self, x):
+            return self.fc(x.flatten(1))
+
+    encoder = Encoder()
+    compiled = torch.compile(encoder, backend="eager")
+    module = D.TrainModule(encoder, Objective(), encode=compiled)
+    loss, _ = module(torch.ones(2, 3, 4), torch.zeros(2, 3, 4), {})
+    assert loss.item() == (encoder(torch.ones(2, 3, 4)) - encoder(torch.zeros(2, 3, 4))).square().mean().item()
