@@ -73,7 +73,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | Any = "cpu") ->
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"{path} is not a readable cstp checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
+        raise CheckpointError(f"{path} is not a readable cstp checkpoint ({_load_failure(exc)}); pass a .pt file written by cstp") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a cstp checkpoint (no '{FORMAT}' marker); pass a file written by cstp")
     if ckpt.get("format_version") != FORMAT_VERSION:
@@ -84,6 +84,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | Any = "cpu") ->
         if key not in ckpt:
             raise CheckpointError(f"{path} is a cstp checkpoint without '{key}'; it cannot provide an encoder")
     return ckpt
+
+
+def _load_failure(exc: BaseException) -> str:
+    """A short reason for a failed ``torch.load`` (torch's own messages run to paragraphs)."""
+    text = str(exc)
+    if "Weights only load failed" in text:
+        return "it holds Python objects other than tensors, or is not a PyTorch file"
+    first = text.split(". ")[0].splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {first[:120]}" if first else type(exc).__name__
 
 
 def file_hash(path: str | os.PathLike) -> str:

@@ -112,12 +112,8 @@ def setup(cfg: dict, resume_state: dict | None = None, ctx: ddp.DistContext | No
     device = ctx.device
     ddp.local_batch_size(int(cfg["batch_size"]), ctx.world_size)  # --batch-size is global: W must divide it
     size = parse_size(cfg["size"]) if cfg["size"] else None
-    with ddp.main_first():  # rank 0 builds the cache / synthetic set, the others then reuse it
-        cache_path = resolve_data(cfg["data"], size=size, workers=cfg["workers"] or None)
-    reader = CacheReader(cache_path)
-    frame_wh = tuple(int(v) for v in reader.frame_wh)
-    if resume_state is not None:
-        checkpointing.check_cache(resume_state, frame_wh, cache_path)
+    # model and objective first: a usage error (unknown name, nothing to learn from, bad
+    # option) must come before any dataset is generated or cached
     registry = get_registry()
     torch.manual_seed(int(cfg["seed"]))
     encoder = registry.backbone(cfg["backbone"]).build(width=cfg["width"])
@@ -131,6 +127,12 @@ def setup(cfg: dict, resume_state: dict | None = None, ctx: ddp.DistContext | No
         contrastive_options=cfg["contrastive"],
         sets=cfg.get("sets"),
     )
+    with ddp.main_first():  # rank 0 builds the cache / synthetic set, the others then reuse it
+        cache_path = resolve_data(cfg["data"], size=size, workers=cfg["workers"] or None)
+    reader = CacheReader(cache_path)
+    frame_wh = tuple(int(v) for v in reader.frame_wh)
+    if resume_state is not None:
+        checkpointing.check_cache(resume_state, frame_wh, cache_path)
     encoder.to(device)
     if device.type == "cuda":
         encoder.to(memory_format=torch.channels_last_3d)

@@ -53,6 +53,13 @@ def test_nothing_to_learn_from_exits_2(cache, tmp_path, capsys):
     assert code == 2 and "nothing to learn from" in err
 
 
+def test_objective_errors_come_before_any_data_is_built(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CSTP_CACHE_DIR", str(tmp_path / "cachedir"))
+    code, err = _main(["pretrain", "--contrastive", "none", "--pretext", "none", "--out", str(tmp_path / "r"), *TINY], capsys)
+    assert code == 2 and "nothing to learn from" in err
+    assert not (tmp_path / "cachedir").exists()  # the built-in dataset was neither generated nor cached
+
+
 def test_unknown_scheme_exits_1_listing_installed(cache, tmp_path, capsys):
     code, err = _main(["pretrain", str(cache), "--contrastive", "vicreg", "--out", str(tmp_path / "r"), *TINY], capsys)
     assert code == 1 and "unknown contrastive 'vicreg'; installed: byol" in err
