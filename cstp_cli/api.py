@@ -17,6 +17,8 @@ from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
 
+from cstp_cli.errors import PluginError
+
 __all__ = [
     "Option",
     "BackboneSpec",
@@ -45,6 +47,34 @@ _BOOL_TRUE = {"1", "true", "yes", "on"}
 _BOOL_FALSE = {"0", "false", "no", "off"}
 
 
+def _parse_bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in _BOOL_TRUE:
+        return True
+    if str(value).lower() in _BOOL_FALSE:
+        return False
+    raise ValueError(f"{name} expects true/false, got {value!r}")
+
+
+def _items(value: Any) -> list[Any]:
+    """A TOML list as it is; a command-line string split at commas."""
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return [v for v in str(value).split(",") if v.strip()]
+
+
+#: Option type → parser ``(option name, value) -> typed value``.
+_PARSERS: dict[str, Callable[[str, Any], Any]] = {
+    "int": lambda name, v: int(v),
+    "float": lambda name, v: float(v),
+    "str": lambda name, v: str(v),
+    "bool": _parse_bool,
+    "list[int]": lambda name, v: [int(x) for x in _items(v)],
+    "list[str]": lambda name, v: [str(x).strip() for x in _items(v)],
+}
+
+
 @dataclass(frozen=True)
 class Option:
     """A typed, documented option of a component, set with ``--set name.option=value``.
@@ -59,37 +89,16 @@ class Option:
     help: str
     choices: tuple[Any, ...] | None = None
 
+    def __post_init__(self) -> None:
+        if self.type not in _PARSERS:
+            raise ValueError(f"option {self.name} has unknown type {self.type!r}; one of {', '.join(_PARSERS)}")
+
     def parse(self, value: Any) -> Any:
         """Convert a command-line string (or a TOML value) to this option's type.
 
         Raises ``ValueError`` with a readable message on a bad value.
         """
-        kind = self.type
-        if kind.startswith("list[") and isinstance(value, (list, tuple)):
-            items = list(value)
-        elif kind.startswith("list["):
-            items = [v for v in str(value).split(",") if v.strip()]
-        if kind == "int":
-            out: Any = int(value)
-        elif kind == "float":
-            out = float(value)
-        elif kind == "str":
-            out = str(value)
-        elif kind == "bool":
-            if isinstance(value, bool):
-                out = value
-            elif str(value).lower() in _BOOL_TRUE:
-                out = True
-            elif str(value).lower() in _BOOL_FALSE:
-                out = False
-            else:
-                raise ValueError(f"{self.name} expects true/false, got {value!r}")
-        elif kind == "list[int]":
-            out = [int(v) for v in items]
-        elif kind == "list[str]":
-            out = [str(v).strip() for v in items]
-        else:  # pragma: no cover - a plugin declared an unknown type
-            raise ValueError(f"option {self.name} has unknown type {kind!r}")
+        out = _PARSERS[self.type](self.name, value)
         if self.choices is not None:
             values = out if isinstance(out, list) else [out]
             bad = [v for v in values if v not in self.choices]
@@ -331,15 +340,19 @@ class PretextTask:
 
     # training side -------------------------------------------------------------------
     def head(self, feature_dim: int) -> Any:
-        """The ``nn.Module`` head(s) this task trains on top of features ``float[B, D]``."""
-        raise NotImplementedError
+        """The ``nn.Module`` head(s) this task trains on top of features ``float[B, D]``.
+
+        A task without one (an augmentation) keeps this default and can only be named in
+        ``--augment``.
+        """
+        raise PluginError(f"pretext task {self.name!r} has no head; name it in --augment, not --pretext")
 
     def loss(self, y1: Any, y2: Any, labels: Mapping[str, Any], head: Any) -> dict[str, Any]:
         """Named loss terms (scalar tensors) from features ``y1``, ``y2`` ``float[B, D]``.
 
         The engine sums the terms and multiplies by the task's weight λ.
         """
-        raise NotImplementedError
+        raise PluginError(f"pretext task {self.name!r} has no loss; name it in --augment, not --pretext")
 
 
 @dataclass
@@ -383,5 +396,6 @@ class ContrastiveScheme(_module_base()):  # type: ignore[misc]
     def after_step(self, encoder: Any, step: int, total_steps: int) -> None:
         """Called after each optimiser step (e.g. momentum update of targets)."""
 
-    def forward(self, y1: Any, y2: Any, x1: Any, x2: Any) -> SchemeOutput:  # pragma: no cover
-        raise NotImplementedError
+    def forward(self, y1: Any, y2: Any, x1: Any, x2: Any) -> SchemeOutput:
+        """The scheme's loss terms and statistics for one step (every scheme overrides it)."""
+        raise PluginError(f"contrastive scheme {type(self).__name__} does not implement forward()")

@@ -1109,19 +1109,15 @@ def write_features(
     if features.ndim != 2 or len(labels) != len(features) or len(paths) != len(features):
         raise CstpError(f"features {features.shape}, labels {labels.shape} and {len(paths)} paths do not agree")
     _check_writable(path.parent)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("features", data=features)
-            f.create_dataset("labels", data=labels)
-            f.create_dataset("paths", data=_strings(paths), dtype=_STR)
-            f.attrs["format"] = FEATURES_FORMAT
-            for key, value in attrs.items():
-                f.attrs[key] = json.dumps(value) if isinstance(value, (list, tuple, dict)) else value
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    from cstp_cli.fsutil import atomic_path
+
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("features", data=features)
+        f.create_dataset("labels", data=labels)
+        f.create_dataset("paths", data=_strings(paths), dtype=_STR)
+        f.attrs["format"] = FEATURES_FORMAT
+        for key, value in attrs.items():
+            f.attrs[key] = json.dumps(value) if isinstance(value, (list, tuple, dict)) else value
     return path
 
 

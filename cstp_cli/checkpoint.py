@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from cstp_cli.errors import CheckpointError
+from cstp_cli.fsutil import atomic_path
 
 FORMAT = "cstp-checkpoint"
 FORMAT_VERSION = 1
@@ -37,30 +37,14 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
 
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                torch.save(obj, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
     except OSError as exc:
-        raise CheckpointError(f"cannot write checkpoint {path}: {exc.strerror}; choose a writable --out") from exc
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+        raise CheckpointError(f"cannot write checkpoint {path}: {exc.strerror or exc}; choose a writable --out") from exc
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | Any = "cpu") -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
+from cstp_cli.fsutil import atomic_write_bytes
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -72,24 +72,6 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], floa
     line = lambda cells: "| " + " | ".join(x.ljust(w) for x, w in zip(cells, widths)) + " |"  # noqa: E731
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(columns), sep, *(line(b) for b in body)])
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to a temporary file beside ``path`` and rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:

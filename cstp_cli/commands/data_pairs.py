@@ -33,21 +33,10 @@ def _names(text: str) -> list[str]:
     return [item.split("=", 1)[0].strip() for item in text.split(",") if item.strip()]
 
 
-def parse_sets(items: Sequence[str]) -> dict[str, dict[str, str]]:
-    """``["stor.candidates=4", ...]`` → ``{"stor": {"candidates": "4"}}``."""
-    out: dict[str, dict[str, str]] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        task, dot, option = key.strip().partition(".")
-        if not sep or not dot or not task or not option:
-            raise UsageError(f"--set expects task.option=value, got {item!r}")
-        out.setdefault(task, {})[option] = value.strip()
-    return out
-
-
 def build_tasks(pretext: str, augment: str, sets: Sequence[str]) -> list[Any]:
     """Build the active tasks: ``--pretext`` ones, then ``--augment``-only ones (``augment_only``)."""
     from cstp_cli.api import resolve_options
+    from cstp_cli.engine.config import parse_sets
     from cstp_cli.plugins import get_registry
 
     registry = get_registry()

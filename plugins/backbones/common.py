@@ -7,6 +7,8 @@ conv map ``float[B, C, t, h, w]`` and ``forward(x)`` its global average ``float[
 
 from __future__ import annotations
 
+import abc
+
 import torch
 from torch import nn
 
@@ -37,7 +39,7 @@ def init_conv_bn(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-class VideoEncoder(nn.Module):
+class VideoEncoder(nn.Module, abc.ABC):
     """Base class: ``forward(x float[B, 3, T, H, W]) -> float[B, D]`` = global mean of ``features(x)``.
 
     Subclasses implement ``features`` and set ``feature_dim`` (D of the built width).
@@ -49,9 +51,9 @@ class VideoEncoder(nn.Module):
         super().__init__()
         self.pool = nn.AdaptiveAvgPool3d(1)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+    @abc.abstractmethod
+    def features(self, x: torch.Tensor) -> torch.Tensor:
         """The last conv map ``float[B, C, t, h, w]`` before pooling."""
-        raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Clip ``float[B, 3, T, H, W]`` → globally pooled feature ``float[B, D]``."""

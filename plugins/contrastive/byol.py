@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from cstp_cli.api import ContrastiveScheme, Option, SchemeOutput, SchemeSpec
 from cstp_cli.hookspecs import hookimpl
 from cstp_plugins.contrastive.common import (
+    projector_options,
     collapse_std,
     fp32,
     make_target,
@@ -98,8 +99,7 @@ OPTIONS = {
     "momentum": Option(
         "momentum", "str", "constant", "constant m, or cosine: m rises from m0 to 1", choices=("constant", "cosine")
     ),
-    "proj_hidden": Option("proj_hidden", "int", 4096, "projector hidden width"),
-    "proj_dim": Option("proj_dim", "int", 128, "projector output width"),
+    **projector_options(4096, 128),
     "pred_hidden": Option("pred_hidden", "int", 4096, "predictor hidden width"),
 }
 

@@ -24,6 +24,8 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
+from cstp_cli.api import Option
+
 # --------------------------------------------------------------------------- networks
 
 
@@ -249,3 +251,11 @@ def batch_unshuffle(y: torch.Tensor, handle: Any) -> torch.Tensor:
         everything = _gather_padded(y.detach(), sizes)
         inverse = torch.argsort(perm)
         return everything[inverse[start : start + sizes[dist_info()[0]]]]
+
+
+def projector_options(hidden: int = 4096, out: int = 128) -> dict[str, Option]:
+    """The ``proj_hidden`` / ``proj_dim`` options every scheme's projector g has (METHOD §4)."""
+    return {
+        "proj_hidden": Option("proj_hidden", "int", hidden, "projector hidden width"),
+        "proj_dim": Option("proj_dim", "int", out, "projector output width"),
+    }

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from cstp_cli.api import ContrastiveScheme, Option, SchemeOutput, SchemeSpec
 from cstp_cli.hookspecs import hookimpl
 from cstp_plugins.contrastive.common import (
+    projector_options,
     batch_shuffle,
     batch_unshuffle,
     collapse_std,
@@ -140,8 +141,7 @@ OPTIONS = {
     "temperature": Option("temperature", "float", 0.07, "softmax temperature τ"),
     "momentum": Option("momentum", "float", 0.999, "key-encoder momentum m"),
     "shuffle_bn": Option("shuffle_bn", "bool", True, "shuffle keys across ranks for BatchNorm (DDP only)"),
-    "proj_hidden": Option("proj_hidden", "int", 4096, "projector hidden width"),
-    "proj_dim": Option("proj_dim", "int", 128, "projector output width"),
+    **projector_options(4096, 128),
 }
 
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from cstp_cli.api import ContrastiveScheme, Option, SchemeOutput, SchemeSpec
 from cstp_cli.hookspecs import hookimpl
-from cstp_plugins.contrastive.common import collapse_std, fp32, gather_with_grad, projector, rank_offset
+from cstp_plugins.contrastive.common import collapse_std, fp32, gather_with_grad, projector, projector_options, rank_offset
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float, denominator: str = "standard") -> torch.Tensor:
@@ -92,8 +92,7 @@ OPTIONS = {
         "standard: the positive is in the denominator (NT-Xent); paper: dropped (paper Eq. 1)",
         choices=("standard", "paper"),
     ),
-    "proj_hidden": Option("proj_hidden", "int", 4096, "projector hidden width"),
-    "proj_dim": Option("proj_dim", "int", 128, "projector output width"),
+    **projector_options(4096, 128),
 }
 
 

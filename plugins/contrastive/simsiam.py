@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from cstp_cli.api import ContrastiveScheme, Option, SchemeOutput, SchemeSpec
 from cstp_cli.hookspecs import hookimpl
-from cstp_plugins.contrastive.common import collapse_std, fp32, mlp
+from cstp_plugins.contrastive.common import collapse_std, fp32, mlp, projector_options
 
 
 def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -44,8 +44,7 @@ class SimSiam(ContrastiveScheme):
 
 
 OPTIONS = {
-    "proj_hidden": Option("proj_hidden", "int", 2048, "projector hidden width"),
-    "proj_dim": Option("proj_dim", "int", 2048, "projector output width"),
+    **projector_options(2048, 2048),
     "pred_hidden": Option("pred_hidden", "int", 512, "predictor bottleneck width"),
 }
 

@@ -95,3 +95,13 @@ def test_channels_last_3d_gives_the_same_output(name):
         ref = model(x)
         out = model.to(memory_format=torch.channels_last_3d)(x.to(memory_format=torch.channels_last_3d))
     assert torch.allclose(ref, out, atol=1e-5)
+
+
+def test_backbone_without_features_cannot_be_built():
+    from cstp_plugins.backbones.common import VideoEncoder
+
+    class NoFeatures(VideoEncoder):
+        feature_dim = 4
+
+    with pytest.raises(TypeError, match="features"):
+        NoFeatures()
