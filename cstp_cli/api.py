@@ -1,7 +1,10 @@
 """The public plugin API of cstp: specs, the plan contract and the component interfaces.
 
 Plugins import only this module and :mod:`cstp_cli.hookspecs`. Everything here is
-stable API; everything else in ``cstp_cli`` is internal.
+stable API; everything else in ``cstp_cli`` is internal. The integer plan-geometry helpers
+of :mod:`cstp_cli.geometry` that a pretext task needs (``delta_steps``, ``draw_rrc_size``,
+``rrc_box``, ``corner_shift``; METHOD §2.2–§2.3) are re-exported here, so a plugin computes
+offsets and crops exactly as the core sampler does.
 
 Conventions (METHOD §0): frames are 0-indexed at the cache's frame rate; every frame of a
 cache has one size W×H (written width×height); boxes are ``(x, y, w, h)`` in integer cache
@@ -18,6 +21,7 @@ from typing import Any, Callable, ClassVar, Mapping
 import numpy as np
 
 from cstp_cli.errors import PluginError
+from cstp_cli.geometry import corner_shift, delta_steps, draw_rrc_size, rrc_box
 
 __all__ = [
     "Option",
@@ -32,6 +36,10 @@ __all__ = [
     "SchemeOutput",
     "collate_plans",
     "parse_fraction",
+    "delta_steps",
+    "draw_rrc_size",
+    "rrc_box",
+    "corner_shift",
 ]
 
 #: The fixed order in which plan steps run (METHOD §2).

@@ -5,8 +5,9 @@ function here decides pixels and frames with integer arithmetic, except the one 
 float-to-integer step of the random-resized crop (METHOD §2.3) and the float truncations
 App. A reproduces on purpose (``reference_*``).
 
-The built-in ``stor`` plugin carries its own copy of the clean-mode steps (plugins import
-only :mod:`cstp_cli.api`); ``tests/cstp_cli/test_sampling*.py`` check both agree.
+:mod:`cstp_cli.api` re-exports ``delta_steps``, ``draw_rrc_size``, ``rrc_box`` and
+``corner_shift`` for plugins (the built-in ``stor`` task uses them), so this module must not
+import the API.
 """
 
 from __future__ import annotations

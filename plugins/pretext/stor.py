@@ -16,7 +16,6 @@ Heads: spatial and temporal, each ``2D → 2D → n`` (Linear-BN-ReLU-Linear) on
 
 from __future__ import annotations
 
-import math
 from functools import lru_cache
 from typing import Any, Mapping
 
@@ -25,14 +24,23 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cstp_cli.api import Option, PairPlan, PretextSpec, PretextTask, resolve_options
+from cstp_cli.api import (
+    Option,
+    PairPlan,
+    PretextSpec,
+    PretextTask,
+    corner_shift,
+    delta_steps,
+    draw_rrc_size,
+    resolve_options,
+    rrc_box,
+)
 from cstp_cli.hookspecs import hookimpl
 
 PARTS = ("spatial", "temporal")
-RRC_TRIES = 10
+RRC_TRIES = 10  # size draws for a decorrelated box 1, as many as the core crop (METHOD §2.3)
 PLACEMENT_TRIES = 10
 MAX_BOX_REDRAWS = 1000
-LOG_RATIO = (math.log(3 / 4), math.log(4 / 3))
 
 OPTIONS: dict[str, Option] = {
     "candidates": Option("candidates", "int", 5, "number n of overlap rates 1, (n-1)/n, ..., 1/n (labels 0..n-1)"),
@@ -46,37 +54,7 @@ OPTIONS: dict[str, Option] = {
 
 
 # --------------------------------------------------------------------------- geometry
-
-
-def delta_steps(k: int, n: int, T: int) -> int:
-    """``δ_k = round_half_up((T−1)·k/n)`` in integers (METHOD §2.2)."""
-    return ((T - 1) * k * 2 + n) // (2 * n)
-
-
-def draw_rrc_size(W: int, H: int, rng: np.random.Generator) -> tuple[int, int]:
-    """One random-resized-crop size ``(w, h)``: area U[0.2, 1]·W·H, aspect log-U[3/4, 4/3], swap p ½."""
-    u_area, u_aspect, u_swap = rng.random(3).tolist()
-    area = (0.2 + 0.8 * u_area) * (W * H)
-    aspect = math.exp(LOG_RATIO[0] + (LOG_RATIO[1] - LOG_RATIO[0]) * u_aspect)
-    w = int(round(math.sqrt(area * aspect)))
-    h = int(round(math.sqrt(area / aspect)))
-    return (h, w) if u_swap < 0.5 else (w, h)
-
-
-def rrc_box(W: int, H: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
-    """Box 1 (METHOD §2.3): up to 10 size draws placed uniformly, else the largest centred square."""
-    for _ in range(RRC_TRIES):
-        w, h = draw_rrc_size(W, H, rng)
-        if 1 <= w <= W and 1 <= h <= H:
-            pos = int(rng.integers(0, (W - w + 1) * (H - h + 1)))
-            return pos % (W - w + 1), pos // (W - w + 1), w, h
-    side = min(W, H)
-    return (W - side) // 2, (H - side) // 2, side, side
-
-
-def corner_shift(corner: int, dx: int, dy: int) -> tuple[int, int]:
-    """Offset of box 2 so the overlap is corner 0 TL, 1 TR, 2 BL, 3 BR of box 1."""
-    return (-dx if corner in (0, 2) else dx), (-dy if corner in (0, 1) else dy)
+# (delta_steps, draw_rrc_size, rrc_box, corner_shift come from the API: the core's own.)
 
 
 def fits(x: int, y: int, w: int, h: int, W: int, H: int) -> bool:
