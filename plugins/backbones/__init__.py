@@ -1,4 +1,5 @@
-"""Built-in backbones (METHOD §5): r21d (default), c3d, r3d18, r2plus1d18, s3d.
+"""Built-in backbones: r21d (default), c3d, r3d18, r2plus1d18, s3d (METHOD §5), and cnn4, a plain
+four-layer 3D CNN for CPU demonstrations and small-scale studies (not from the paper).
 
 Each ``build(width="full"|"tiny")`` returns an ``nn.Module`` with ``forward(x) -> float[B, D]``
 (global average), ``features(x) -> float[B, C, t, h, w]`` (the last conv map) and
@@ -10,7 +11,7 @@ from __future__ import annotations
 from cstp_cli.api import BackboneSpec
 from cstp_cli.hookspecs import hookimpl
 
-from . import c3d, r21d, tv
+from . import c3d, cnn4, r21d, tv
 
 SPECS = (
     BackboneSpec(
@@ -53,11 +54,19 @@ SPECS = (
         dynamic_time=True,
         min_frames=tv.S3D_MIN_FRAMES,
     ),
+    BackboneSpec(
+        name="cnn4",
+        build=cnn4.build,
+        feature_dim=512,
+        description="plain 4-layer 3D CNN, 4.65 M params (tiny 0.29 M); for CPU demos, not from the paper",
+        dynamic_time=True,
+        min_frames=cnn4.MIN_FRAMES,
+    ),
 )
 
 
 @hookimpl
 def register_backbones(register):
-    """Register the five built-in backbones."""
+    """Register the six built-in backbones."""
     for spec in SPECS:
         register(spec)

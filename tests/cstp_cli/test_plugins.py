@@ -48,7 +48,7 @@ def register_pretext_tasks(register):
 
 def test_builtins_are_registered():
     registry = plugin_mod.get_registry(refresh=True)
-    assert {"r21d", "c3d", "r3d18", "r2plus1d18", "s3d"} <= set(registry.names("backbone"))
+    assert {"r21d", "c3d", "r3d18", "r2plus1d18", "s3d", "cnn4"} <= set(registry.names("backbone"))
     assert {"simclr", "moco", "byol", "simsiam"} <= set(registry.names("contrastive"))
     assert {"stor", "pace", "rot"} <= set(registry.names("pretext"))
 

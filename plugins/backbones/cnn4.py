@@ -1,0 +1,50 @@
+"""CNN-4: a plain four-layer 3D CNN for CPU demonstrations and small-scale studies.
+
+Not a paper backbone (METHOD §5 names r21d, c3d, r3d18, r2plus1d18, s3d). It is the small
+network of issue 4's reference study ("4-layer 0.3 M-parameter 3D CNN, 8-frame 32×32 clips"):
+shallow enough that its features stay informative at random init and that a few hundred SGD
+steps on two CPU cores move them. Four 3×3×3 convolutions (padding 1, with bias), each
+followed by BN and ReLU; max pools (1, 2, 2) after conv1 and (2, 2, 2) after conv2 and conv3;
+global average pool. Tiny width: channels 16, 32, 64, 128 (292,320 parameters, D = 128);
+full width: 64, 128, 256, 512 (4.65 M, D = 512). Needs T >= 4 (two temporal halvings).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .common import VideoEncoder, check_width, init_conv_bn
+
+FULL_CHANNELS = (64, 128, 256, 512)
+#: After which conv (index into the 4) a pool follows, and its kernel = stride.
+POOLS = {0: (1, 2, 2), 1: (2, 2, 2), 2: (2, 2, 2)}
+MIN_FRAMES = 4
+
+
+class CNN4(VideoEncoder):
+    """Four conv-BN-ReLU blocks: ``float[B, 3, T, H, W] -> float[B, 512]`` (tiny: 128)."""
+
+    def __init__(self, width: str = "full") -> None:
+        super().__init__()
+        div = 1 if check_width("cnn4", width) == "full" else 4
+        channels = [c // div for c in FULL_CHANNELS]
+        layers: list[nn.Module] = []
+        cin = 3
+        for i, cout in enumerate(channels):
+            layers += [nn.Conv3d(cin, cout, 3, padding=1), nn.BatchNorm3d(cout), nn.ReLU()]
+            if i in POOLS:
+                layers.append(nn.MaxPool3d(POOLS[i], stride=POOLS[i]))
+            cin = cout
+        self.body = nn.Sequential(*layers)
+        self.feature_dim = channels[-1]
+        init_conv_bn(self)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """conv4 map ``float[B, C, T//4, H//8, W//8]`` (128×2×4×4 for a tiny 8×32² clip)."""
+        return self.body(x)
+
+
+def build(width: str = "full") -> CNN4:
+    """Build CNN-4 at ``width`` ``"full"`` or ``"tiny"``."""
+    return CNN4(width)
