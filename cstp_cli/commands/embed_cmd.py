@@ -77,7 +77,7 @@ def embed(
     workers: Annotated[Optional[int], typer.Option("--workers", help="DataLoader workers (default 2).")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
     size: Annotated[Optional[str], typer.Option("--size", help="Cache frame size WxH (default 171x128).")] = None,
-    config: Annotated[Optional[str], typer.Option("--config", help="TOML file with an [embed] table.")] = None,
+    config: Annotated[Optional[str], typer.Option("--config", help="TOML file with an \\[embed] table.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Compute one feature per video (mean of 10 L2-normalised clip features) and write them to a file."""

@@ -105,7 +105,7 @@ def retrieve(
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of --init random weights (default 0).")] = None,
     montage: Annotated[Optional[int], typer.Option("--montage", help="Queries shown in the PNG (0: none; default 6).")] = None,
     out: Annotated[Optional[str], typer.Option("--out", help="Output folder (default runs/retrieve-<ckpt>).")] = None,
-    config: Annotated[Optional[str], typer.Option("--config", help="TOML file with a [retrieve] table.")] = None,
+    config: Annotated[Optional[str], typer.Option("--config", help="TOML file with a \\[retrieve] table.")] = None,
     preset: Annotated[Optional[str], typer.Option("--preset", help="Evaluation preset: ucf101-r21d-byol, ucf101-c3d-byol, k400-r21d-byol.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
