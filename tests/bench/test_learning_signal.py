@@ -1,0 +1,62 @@
+"""bench/learning_signal.py (issue 4 item 7): the statistics, the step count and the smoke run."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "learning_signal.py"
+
+
+@pytest.fixture(scope="module")
+def ls():
+    spec = importlib.util.spec_from_file_location("learning_signal", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)
+
+
+def runs(values):
+    return [{"R@1": v, "R@5": v, "linear": v} for v in values]
+
+
+def test_a_consistent_gain_counts_and_a_noisy_one_does_not(ls):
+    names = list(ls.ROWS)
+    results = {names[0]: runs([10, 12, 14]), names[1]: runs([17, 19, 21]), names[2]: runs([30, 2, 14])}
+    rows = {r["row"]: r for r in ls.summarise(results)}
+    mean, se, counts = rows[names[1]]["gain R@1"]
+    assert (mean, se, counts) == (pytest.approx(7.0), pytest.approx(0.0), True)
+    mean, se, counts = rows[names[2]]["gain R@1"]
+    assert mean == pytest.approx(10 / 3) and se > mean / 2 and counts is False
+
+
+def test_final_losses_average_the_last_steps_of_each_term(ls, tmp_path):
+    metrics = tmp_path / "metrics.jsonl"
+    lines = [{"step": i, "terms": {"pace": float(i), "rot": 2.0 * i}} for i in range(1, 101)]
+    metrics.write_text("\n".join(json.dumps(x) for x in [{"event": "start"}, *lines]) + "\n")
+    assert ls.final_losses(metrics, last=50) == {"pace": pytest.approx(75.5), "rot": pytest.approx(151.0)}
+
+
+@pytest.mark.parametrize("mode", ["cpu", "gpu", "smoke"])
+def test_pretraining_is_given_enough_epochs_for_its_steps(ls, mode, tmp_path):
+    m = ls.MODES[mode]
+    n_train = m.classes * m.train_per_class
+    argv = ls.pretrain_argv(m, tmp_path, ("none", "pace", "none"), 101, tmp_path / "out", n_train)
+    epochs = int(argv[argv.index("--epochs") + 1])
+    assert epochs * (n_train // m.batch) >= m.steps
+
+
+def test_smoke_run_reports_every_row_with_its_loss_terms(ls, tmp_path):
+    assert ls.main(["--smoke", "--work", str(tmp_path / "work"), "--results", str(tmp_path / "results")]) == 0
+    text = (tmp_path / "results" / "learning_signal_smoke.md").read_text()
+    for name in ls.ROWS:
+        assert f"| {name} |" in text
+    assert "| pace alone | pace " in text and "stor.temporal" in text
+    saved = json.loads((tmp_path / "results" / "learning_signal_smoke.json").read_text())
+    assert set(saved["runs"]) == set(ls.ROWS) and all(len(v) == 2 for v in saved["runs"].values())
