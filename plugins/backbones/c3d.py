@@ -10,19 +10,13 @@ and H, W >= 16. Tiny width: channels /8, D = 64.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from .common import VideoEncoder, check_width, init_conv_bn
+from .common import VideoEncoder, check_width, init_conv_bn, plain_conv_stack
 
 FULL_CHANNELS = (64, 128, 256, 256, 512, 512, 512, 512)
 #: After which conv (index into the 8) a pool follows, and its kernel = stride.
 POOLS = {0: (1, 2, 2), 1: (2, 2, 2), 3: (2, 2, 2), 5: (2, 2, 2)}
 MIN_FRAMES = 8
-
-
-def conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
-    """3×3×3 conv (padding 1, bias) → BN → ReLU; keeps T, H, W."""
-    return nn.Sequential(nn.Conv3d(cin, cout, 3, padding=1), nn.BatchNorm3d(cout), nn.ReLU())
 
 
 class C3D(VideoEncoder):
@@ -32,14 +26,7 @@ class C3D(VideoEncoder):
         super().__init__()
         div = 1 if check_width("c3d", width) == "full" else 8
         channels = [c // div for c in FULL_CHANNELS]
-        layers: list[nn.Module] = []
-        cin = 3
-        for i, cout in enumerate(channels):
-            layers.append(conv_bn_relu(cin, cout))
-            if i in POOLS:
-                layers.append(nn.MaxPool3d(POOLS[i], stride=POOLS[i]))
-            cin = cout
-        self.body = nn.Sequential(*layers)
+        self.body = plain_conv_stack(channels, POOLS)
         self.feature_dim = channels[-1]
         init_conv_bn(self)
 

@@ -12,9 +12,8 @@ full width: 64, 128, 256, 512 (4.65 M, D = 512). Needs T >= 4 (two temporal halv
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from .common import VideoEncoder, check_width, init_conv_bn
+from .common import VideoEncoder, check_width, init_conv_bn, plain_conv_stack
 
 FULL_CHANNELS = (64, 128, 256, 512)
 #: After which conv (index into the 4) a pool follows, and its kernel = stride.
@@ -29,14 +28,7 @@ class CNN4(VideoEncoder):
         super().__init__()
         div = 1 if check_width("cnn4", width) == "full" else 4
         channels = [c // div for c in FULL_CHANNELS]
-        layers: list[nn.Module] = []
-        cin = 3
-        for i, cout in enumerate(channels):
-            layers += [nn.Conv3d(cin, cout, 3, padding=1), nn.BatchNorm3d(cout), nn.ReLU()]
-            if i in POOLS:
-                layers.append(nn.MaxPool3d(POOLS[i], stride=POOLS[i]))
-            cin = cout
-        self.body = nn.Sequential(*layers)
+        self.body = plain_conv_stack(channels, POOLS)
         self.feature_dim = channels[-1]
         init_conv_bn(self)
 

@@ -8,6 +8,7 @@ conv map ``float[B, C, t, h, w]`` and ``forward(x)`` its global average ``float[
 from __future__ import annotations
 
 import abc
+from typing import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -37,6 +38,24 @@ def init_conv_bn(module: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm3d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+def conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
+    """3×3×3 conv (padding 1, bias) → BN → ReLU; keeps T, H, W."""
+    return nn.Sequential(nn.Conv3d(cin, cout, 3, padding=1), nn.BatchNorm3d(cout), nn.ReLU())
+
+
+def plain_conv_stack(channels: Sequence[int], pools: Mapping[int, tuple[int, int, int]]) -> nn.Sequential:
+    """``conv_bn_relu`` blocks from 3 input channels through ``channels``, with a max pool
+    (kernel = stride) after block ``i`` for each ``i`` in ``pools`` (C3D, METHOD §5; cnn4)."""
+    layers: list[nn.Module] = []
+    cin = 3
+    for i, cout in enumerate(channels):
+        layers.append(conv_bn_relu(cin, cout))
+        if i in pools:
+            layers.append(nn.MaxPool3d(pools[i], stride=pools[i]))
+        cin = cout
+    return nn.Sequential(*layers)
 
 
 class VideoEncoder(nn.Module, abc.ABC):

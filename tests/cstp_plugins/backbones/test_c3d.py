@@ -26,3 +26,8 @@ def test_tiny_conv5_map_shape_at_16x112():
     model = c3d.build("tiny").eval()
     with torch.no_grad():
         assert model.features(torch.randn(1, 3, 16, 112, 112)).shape == (1, 64, 2, 7, 7)
+
+
+def test_state_dict_keys_keep_the_layout_of_saved_checkpoints():
+    keys = list(c3d.build("tiny").state_dict())
+    assert keys[:2] == ["body.0.0.weight", "body.0.0.bias"] and "body.2.0.weight" in keys and len(keys) == 56
