@@ -9,9 +9,7 @@ and H, W >= 16. Tiny width: channels /8, D = 64.
 
 from __future__ import annotations
 
-import torch
-
-from .common import VideoEncoder, check_width, init_conv_bn, plain_conv_stack
+from .common import PlainConvEncoder
 
 FULL_CHANNELS = (64, 128, 256, 256, 512, 512, 512, 512)
 #: After which conv (index into the 8) a pool follows, and its kernel = stride.
@@ -19,20 +17,16 @@ POOLS = {0: (1, 2, 2), 1: (2, 2, 2), 3: (2, 2, 2), 5: (2, 2, 2)}
 MIN_FRAMES = 8
 
 
-class C3D(VideoEncoder):
-    """C3D-BN: ``float[B, 3, T, H, W] -> float[B, 512]`` (tiny: 64)."""
+class C3D(PlainConvEncoder):
+    """C3D-BN: ``float[B, 3, T, H, W] -> float[B, 512]`` (tiny: 64).
 
-    def __init__(self, width: str = "full") -> None:
-        super().__init__()
-        div = 1 if check_width("c3d", width) == "full" else 8
-        channels = [c // div for c in FULL_CHANNELS]
-        self.body = plain_conv_stack(channels, POOLS)
-        self.feature_dim = channels[-1]
-        init_conv_bn(self)
+    ``features(x)`` is the conv5b map ``float[B, C, T//8, H//16, W//16]`` (512×2×7×7 at 16×112²).
+    """
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """conv5b map ``float[B, C, T//8, H//16, W//16]`` (512×2×7×7 at 16×112²)."""
-        return self.body(x)
+    arch = "c3d"
+    full_channels = FULL_CHANNELS
+    pools = POOLS
+    tiny_divisor = 8
 
 
 def build(width: str = "full") -> C3D:

@@ -11,9 +11,7 @@ full width: 64, 128, 256, 512 (4.65 M, D = 512). Needs T >= 4 (two temporal halv
 
 from __future__ import annotations
 
-import torch
-
-from .common import VideoEncoder, check_width, init_conv_bn, plain_conv_stack
+from .common import PlainConvEncoder
 
 FULL_CHANNELS = (64, 128, 256, 512)
 #: After which conv (index into the 4) a pool follows, and its kernel = stride.
@@ -21,20 +19,16 @@ POOLS = {0: (1, 2, 2), 1: (2, 2, 2), 2: (2, 2, 2)}
 MIN_FRAMES = 4
 
 
-class CNN4(VideoEncoder):
-    """Four conv-BN-ReLU blocks: ``float[B, 3, T, H, W] -> float[B, 512]`` (tiny: 128)."""
+class CNN4(PlainConvEncoder):
+    """Four conv-BN-ReLU blocks: ``float[B, 3, T, H, W] -> float[B, 512]`` (tiny: 128).
 
-    def __init__(self, width: str = "full") -> None:
-        super().__init__()
-        div = 1 if check_width("cnn4", width) == "full" else 4
-        channels = [c // div for c in FULL_CHANNELS]
-        self.body = plain_conv_stack(channels, POOLS)
-        self.feature_dim = channels[-1]
-        init_conv_bn(self)
+    ``features(x)`` is the conv4 map ``float[B, C, T//4, H//8, W//8]`` (128×2×4×4 for a tiny 8×32² clip).
+    """
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """conv4 map ``float[B, C, T//4, H//8, W//8]`` (128×2×4×4 for a tiny 8×32² clip)."""
-        return self.body(x)
+    arch = "cnn4"
+    full_channels = FULL_CHANNELS
+    pools = POOLS
+    tiny_divisor = 4
 
 
 def build(width: str = "full") -> CNN4:

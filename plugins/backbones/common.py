@@ -77,3 +77,28 @@ class VideoEncoder(nn.Module, abc.ABC):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Clip ``float[B, 3, T, H, W]`` → globally pooled feature ``float[B, D]``."""
         return torch.flatten(self.pool(self.features(x)), 1)
+
+
+class PlainConvEncoder(VideoEncoder):
+    """A :func:`plain_conv_stack` then the global average (C3D, cnn4).
+
+    Subclasses set ``arch`` (the backbone's name), ``full_channels``, ``pools`` and
+    ``tiny_divisor`` (the tiny width divides every channel count by it).
+    """
+
+    arch: str = ""
+    full_channels: tuple[int, ...] = ()
+    pools: Mapping[int, tuple[int, int, int]] = {}
+    tiny_divisor: int = 1
+
+    def __init__(self, width: str = "full") -> None:
+        super().__init__()
+        div = 1 if check_width(self.arch, width) == "full" else self.tiny_divisor
+        channels = [c // div for c in self.full_channels]
+        self.body = plain_conv_stack(channels, self.pools)
+        self.feature_dim = channels[-1]
+        init_conv_bn(self)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last conv map ``float[B, C, t, h, w]`` (t, h, w shrunk by the pools)."""
+        return self.body(x)
