@@ -40,6 +40,7 @@ __all__ = [
     "draw_rrc_size",
     "rrc_box",
     "corner_shift",
+    "pretext_head",
 ]
 
 #: The fixed order in which plan steps run (METHOD §2).
@@ -374,6 +375,14 @@ class SchemeOutput:
 
     terms: dict[str, Any]
     stats: dict[str, Any] = field(default_factory=dict)
+
+
+def pretext_head(d_in: int, d_hidden: int, d_out: int) -> Any:
+    """The pretext heads' MLP (METHOD §3): Linear → BN → ReLU → Linear, an ``nn.Sequential``
+    mapping ``float[B, d_in]`` to logits ``float[B, d_out]``."""
+    import torch.nn as nn
+
+    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.BatchNorm1d(d_hidden), nn.ReLU(inplace=True), nn.Linear(d_hidden, d_out))
 
 
 def _module_base() -> type:

@@ -16,18 +16,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cstp_cli.api import Option, PairPlan, PretextSpec, PretextTask, resolve_options
+from cstp_cli.api import Option, PairPlan, PretextSpec, PretextTask, pretext_head, resolve_options
 from cstp_cli.hookspecs import hookimpl
 
 OPTIONS: dict[str, Option] = {
     "rates": Option("rates", "list[int]", [1, 2, 4, 8], "playback paces s (frames between clip frames), label = index"),
     "clips": Option("clips", "str", "both", "apply the head to both clips (authors' code) or the first only (paper)", choices=("both", "first")),
 }
-
-
-def mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
-    """Linear-BN-ReLU-Linear (METHOD §3)."""
-    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.BatchNorm1d(d_hidden), nn.ReLU(inplace=True), nn.Linear(d_hidden, d_out))
 
 
 class PaceTask(PretextTask):
@@ -60,7 +55,7 @@ class PaceTask(PretextTask):
     def head(self, feature_dim: int) -> nn.Module:
         """``D → D → |P|`` (METHOD §3)."""
         d = int(feature_dim)
-        return mlp(d, d, len(self.rates))
+        return pretext_head(d, d, len(self.rates))
 
     def loss(self, y1: torch.Tensor, y2: torch.Tensor, labels: Mapping[str, torch.Tensor], head: nn.Module) -> dict[str, torch.Tensor]:
         """``{"pace": CE(head(y1)) + CE(head(y2))}``; y float[B, D], ``labels["pace.rate"]`` int64[B]."""

@@ -17,17 +17,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cstp_cli.api import Option, PairPlan, PlanBatch, PretextSpec, PretextTask, resolve_options
+from cstp_cli.api import Option, PairPlan, PlanBatch, PretextSpec, PretextTask, pretext_head, resolve_options
 from cstp_cli.hookspecs import hookimpl
 
 OPTIONS: dict[str, Option] = {
     "clips": Option("clips", "str", "both", "apply the head to both clips (authors' code) or the first only (paper)", choices=("both", "first")),
 }
-
-
-def mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
-    """Linear-BN-ReLU-Linear (METHOD §3)."""
-    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.BatchNorm1d(d_hidden), nn.ReLU(inplace=True), nn.Linear(d_hidden, d_out))
 
 
 def rotate_clips(clips: torch.Tensor, quarter_turns: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
@@ -72,7 +67,7 @@ class RotTask(PretextTask):
     def head(self, feature_dim: int) -> nn.Module:
         """``D → D → 4`` (METHOD §3)."""
         d = int(feature_dim)
-        return mlp(d, d, 4)
+        return pretext_head(d, d, 4)
 
     def loss(self, y1: torch.Tensor, y2: torch.Tensor, labels: Mapping[str, torch.Tensor], head: nn.Module) -> dict[str, torch.Tensor]:
         """``{"rot": CE(head(y1), r1) + CE(head(y2), r2)}``; ``labels["rot.clips"]`` int64[B, 2]."""

@@ -32,6 +32,7 @@ from cstp_cli.api import (
     corner_shift,
     delta_steps,
     draw_rrc_size,
+    pretext_head,
     resolve_options,
     rrc_box,
 )
@@ -95,11 +96,6 @@ def largest_decorrelated_square(n: int, W: int, H: int) -> int:
 
 
 # --------------------------------------------------------------------------- the task
-
-
-def mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
-    """Linear-BN-ReLU-Linear (METHOD §3)."""
-    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.BatchNorm1d(d_hidden), nn.ReLU(inplace=True), nn.Linear(d_hidden, d_out))
 
 
 class StorTask(PretextTask):
@@ -197,7 +193,7 @@ class StorTask(PretextTask):
     def head(self, feature_dim: int) -> nn.Module:
         """One ``2D → 2D → n`` head per part, keyed ``"spatial"``/``"temporal"`` (METHOD §3)."""
         d = 2 * int(feature_dim)
-        return nn.ModuleDict({p: mlp(d, d, self.n) for p in self.parts})
+        return nn.ModuleDict({p: pretext_head(d, d, self.n) for p in self.parts})
 
     def loss(self, y1: torch.Tensor, y2: torch.Tensor, labels: Mapping[str, torch.Tensor], head: nn.Module) -> dict[str, torch.Tensor]:
         """``{"stor.spatial": CE, "stor.temporal": CE}`` on ``cat(y1, y2)``; y float[B, D], labels int64[B]."""

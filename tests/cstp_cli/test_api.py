@@ -45,3 +45,13 @@ def test_scheme_without_forward_is_a_plugin_error():
 
     with pytest.raises(PluginError, match="Empty does not implement forward"):
         Empty()(torch.zeros(1, 2), torch.zeros(1, 2), None, None)
+
+
+def test_pretext_head_is_linear_bn_relu_linear_to_logits():
+    import torch
+
+    from cstp_cli.api import pretext_head
+
+    head = pretext_head(6, 8, 3)
+    assert [type(m).__name__ for m in head] == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
+    assert head(torch.randn(4, 6)).shape == (4, 3)

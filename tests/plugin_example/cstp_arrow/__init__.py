@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cstp_cli.api import Option, PairPlan, PlanBatch, PretextSpec, PretextTask
+from cstp_cli.api import Option, PairPlan, PlanBatch, PretextSpec, PretextTask, pretext_head
 from cstp_cli.hookspecs import hookimpl
 
 OPTIONS = {"p": Option("p", "float", 0.5, "probability that a clip is played backwards")}
@@ -48,7 +48,7 @@ class ArrowTask(PretextTask):
 
     def head(self, feature_dim: int) -> nn.Module:
         d = int(feature_dim)
-        return nn.Sequential(nn.Linear(d, d), nn.BatchNorm1d(d), nn.ReLU(inplace=True), nn.Linear(d, 2))
+        return pretext_head(d, d, 2)
 
     def loss(self, y1: torch.Tensor, y2: torch.Tensor, labels: Mapping[str, torch.Tensor], head: nn.Module) -> dict[str, torch.Tensor]:
         """``y1, y2 float[B, D]``; ``labels["arrow.reverse"] int64[B, 2]``."""
