@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from cstp_cli.errors import CheckpointError
 from cstp_cli.fsutil import atomic_path
@@ -96,19 +96,36 @@ def build_backbone(name: str, width: str) -> Any:
     return spec.build(width=width)
 
 
-def load_encoder(checkpoint: str | os.PathLike | dict, map_location: str = "cpu") -> Any:
+def state_mismatch(expected: Mapping[str, Any], given: Mapping[str, Any]) -> str:
+    """One line on how the state dict ``given`` differs from a model's ``expected`` one
+    (missing, unexpected and reshaped keys, with a first example of each); ``""`` if it fits."""
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    reshaped = [k for k in expected if k in given and tuple(expected[k].shape) != tuple(given[k].shape)]
+    parts = [f"{len(keys)} {label} (first: {keys[0]})"
+             for label, keys in (("missing", missing), ("unexpected", unexpected), ("of another shape", reshaped)) if keys]
+    return ", ".join(parts)
+
+
+def load_encoder(checkpoint: str | os.PathLike | dict, map_location: str = "cpu", source: str | os.PathLike | None = None) -> Any:
     """The checkpoint's encoder as an ``nn.Module`` in eval mode with ``.preprocess`` set.
 
     ``.preprocess`` is a dict: ``frame_wh`` (cache W, H), ``frames`` (T), ``size`` (S),
-    ``normalisation`` (scale, offset) and ``backbone`` (name, width).
+    ``normalisation`` (scale, offset) and ``backbone`` (name, width). ``source`` names the
+    file in errors when ``checkpoint`` is an already loaded dict.
     """
     ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint, map_location)
     backbone = ckpt["backbone"]
     model = build_backbone(backbone["name"], backbone.get("width", "full"))
-    try:
-        model.load_state_dict(ckpt["encoder"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"encoder weights do not fit backbone {backbone['name']} ({backbone.get('width')}): {str(exc).splitlines()[0]}") from exc
+    mismatch = state_mismatch(model.state_dict(), ckpt["encoder"])
+    if mismatch:
+        name = source if source is not None else (None if isinstance(checkpoint, dict) else checkpoint)
+        where = "" if name is None else f"{name}: "
+        raise CheckpointError(
+            f"{where}encoder weights do not fit backbone {backbone['name']} ({backbone.get('width')}): {mismatch}; "
+            f"it was written by cstp {ckpt.get('cstp_version', '?')} — evaluate it with that version or pretrain again"
+        )
+    model.load_state_dict(ckpt["encoder"])
     model.eval()
     model.preprocess = {
         "frame_wh": tuple(ckpt["cache"]["frame_wh"]),

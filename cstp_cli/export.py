@@ -116,7 +116,7 @@ def _load(checkpoint_path: str | os.PathLike) -> tuple[Any, dict[str, Any], str,
     from cstp_cli.plugins import get_registry
 
     ckpt = load_checkpoint(checkpoint_path)
-    model = load_encoder(ckpt).eval()
+    model = load_encoder(ckpt, source=checkpoint_path).eval()
     spec = get_registry().backbone(ckpt["backbone"]["name"])
     return model, ckpt, file_hash(checkpoint_path), spec
 
@@ -467,7 +467,7 @@ def export_state_dict(checkpoint_path: str | os.PathLike, out: str | os.PathLike
     from cstp_cli.errors import CheckpointError
 
     ckpt = load_checkpoint(checkpoint_path)
-    model = load_encoder(ckpt)
+    model = load_encoder(ckpt, source=checkpoint_path)
     pre = model.preprocess
     obj = {
         "format": STATE_FORMAT,

@@ -136,7 +136,7 @@ def load_encoder_source(
     ckpt = load_checkpoint(checkpoint)
     if not isinstance(ckpt.get("encoder"), Mapping) or not ckpt["encoder"]:
         raise CheckpointError(f"{checkpoint} holds no encoder weights; pass a checkpoint written by cstp pretrain/finetune")
-    module = load_encoder(ckpt)
+    module = load_encoder(ckpt, source=checkpoint)
     return module, {
         "backbone": ckpt["backbone"]["name"],
         "width": ckpt["backbone"].get("width", "full"),
