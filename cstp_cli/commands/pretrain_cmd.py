@@ -6,8 +6,9 @@ No ML logic here: flags → config (:mod:`cstp_cli.engine.config`) → :func:`cs
 from __future__ import annotations
 
 import datetime
+import shlex
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -46,7 +47,8 @@ def pretrain(
     """Pretrain a video encoder with contrastive learning + pretext tasks (CSTP).
 
     A bare `cstp pretrain` trains on the built-in synthetic dataset with the cpu-synthetic
-    preset (a few minutes on 2 CPU cores) and prints where the checkpoint and metrics are.
+    preset (about a minute and a half on 2 CPU cores) and prints where the checkpoint and
+    metrics are, and the retrieval command that evaluates it.
     """
     from cstp_cli.engine.config import build_config, parse_sets
     from cstp_cli.engine.loop import pretrain as run_pretrain
@@ -79,6 +81,8 @@ def pretrain(
     typer.echo(f"metrics:    {result.metrics}")
     if result.plot is not None:
         typer.echo(f"loss plot:  {result.plot}")
+    if not quiet and not result.interrupted:
+        typer.echo(f"next:       {next_command(data, result.checkpoint, cfg.get('size'))}")
     if result.interrupted:
         typer.echo(f"interrupted after step {result.steps}; continue with: cstp pretrain --resume {result.checkpoint}", err=True)
         raise typer.Exit(130)
@@ -86,3 +90,11 @@ def pretrain(
 
 def register(app: typer.Typer) -> None:
     app.command("pretrain")(pretrain)
+
+
+def next_command(data: str | None, checkpoint: Path, size: Any) -> str:
+    """The retrieval command that evaluates a finished pretraining run (METHOD §7)."""
+    parts = ["cstp retrieve", *([shlex.quote(str(data))] if data else []), "--checkpoint", shlex.quote(str(checkpoint))]
+    if data and size:
+        parts += ["--size", str(size) if isinstance(size, str) else "x".join(map(str, size))]
+    return " ".join(parts)

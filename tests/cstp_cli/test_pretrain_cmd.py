@@ -32,6 +32,7 @@ def test_pretrain_writes_checkpoint_metrics_and_plot(cache, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert f"checkpoint: {out / 'checkpoint.pt'}" in proc.stdout
     assert f"metrics:    {out / 'metrics.jsonl'}" in proc.stdout
+    assert f"next:       cstp retrieve {cache} --checkpoint {out / 'checkpoint.pt'}" in proc.stdout
     assert "clips/s" in proc.stderr and "0.1·byol + 1·stor + 1·rot + 1·pace" in proc.stderr
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [1, 2, 3, 4]
@@ -73,3 +74,12 @@ def test_resume_continues_to_the_end_from_the_command_line(cache, tmp_path, caps
     code, _ = _main(["pretrain", "--resume", str(out / "checkpoint.pt"), "-q"], capsys)
     assert code is None or code == 0
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 4
+
+
+def test_next_command_quotes_paths_and_keeps_a_chosen_frame_size():
+    from pathlib import Path
+
+    from cstp_cli.commands.pretrain_cmd import next_command
+
+    assert next_command(None, Path("runs/a/checkpoint.pt"), None) == "cstp retrieve --checkpoint runs/a/checkpoint.pt"
+    assert next_command("/data/my videos", Path("c.pt"), (86, 64)) == "cstp retrieve '/data/my videos' --checkpoint c.pt --size 86x64"
