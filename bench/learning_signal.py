@@ -82,18 +82,18 @@ MODES = {
     # 2.19 at lr 0.03, 1.36 at 0.005 and 1.24 (0.56× chance) at 0.01. Earlier runs:
     # learning_signal_cpu_r21d.md, learning_signal_cpu_c3d.md.
     "cpu": Mode("cpu", steps=400, batch=32, frames=8, clip_size=32, size="48x48", classes=10, train_per_class=40,
-                test_per_class=15, video_frames=64, linear_epochs=10, eval_clips=10, workers=1, backbone="cnn4",
+                test_per_class=15, video_frames=64, linear_epochs=10, eval_clips=10, workers=1,
                 extra_pretrain=["--lr", "0.01"]),
     # The CPU recipe (the one known to learn pace) run 5× longer on 3× the videos: 2,000 steps,
     # 1,200 train / 500 test videos. Not run yet. Tiny r21d at 16×64² clips was the first plan,
     # but it never left chance on pace at any lr tried on the CPU, and 15 runs of it would not
     # fit a 15-minute device lease.
     "gpu": Mode("gpu", steps=2000, batch=32, frames=8, clip_size=32, size="48x48", classes=10, train_per_class=120,
-                test_per_class=50, video_frames=64, linear_epochs=10, eval_clips=10, workers=8, backbone="cnn4",
+                test_per_class=50, video_frames=64, linear_epochs=10, eval_clips=10, workers=8,
                 extra_pretrain=["--lr", "0.01"]),
     # plumbing only: the first two seeds (a std needs two), 2 steps, a 2-class set of 12 videos
     "smoke": Mode("smoke", steps=2, batch=4, frames=8, clip_size=32, size="48x48", classes=2, train_per_class=4,
-                  test_per_class=2, video_frames=32, linear_epochs=1, eval_clips=2, workers=0, backbone="cnn4"),
+                  test_per_class=2, video_frames=32, linear_epochs=1, eval_clips=2, workers=0),
 }
 
 
@@ -158,8 +158,9 @@ def row_plan(mode: Mode, data: Path, name: str, objective, seed: int, work: Path
 
 def final_losses(metrics: Path, last: int = 50) -> dict[str, float]:
     """Mean of each loss term over the last ``last`` steps of a ``cstp pretrain`` metrics file."""
-    steps = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    steps = [r for r in steps if "terms" in r][-last:]
+    from cstp_cli.engine.metrics import read_metrics
+
+    steps = [r for r in read_metrics(metrics) if "terms" in r][-last:]
     return {k: float(np.mean([r["terms"][k] for r in steps])) for k in steps[0]["terms"]} if steps else {}
 
 
@@ -190,7 +191,7 @@ def summarise(results: dict[str, list[dict]]) -> list[dict]:
 
 
 def markdown(mode: Mode, rows: list[dict], commands: list[str], seconds: float, device: str, seeds: tuple[int, ...],
-             results: dict[str, list[dict]] | None = None) -> str:
+             results: dict[str, list[dict]]) -> str:
     head = "| objective | R@1 | R@5 | linear top-1 | gain R@1 (± SE) | gain linear (± SE) |\n|---|---|---|---|---|---|"
     lines = [head]
     for r in rows:
@@ -199,7 +200,7 @@ def markdown(mode: Mode, rows: list[dict], commands: list[str], seconds: float, 
         lines.append(f"| {r['row']} | {ms('R@1')} | {ms('R@5')} | {ms('linear')} | {gain('R@1')} | {gain('linear')} |")
     settings = json.dumps(asdict(mode), indent=None)
     loss_lines = ["| objective | loss terms at the end of pretraining, per seed |", "|---|---|"]
-    for name, runs in (results or {}).items():
+    for name, runs in results.items():
         if any(r.get("losses") for r in runs):
             terms = sorted({k for r in runs for k in r["losses"]})
             cells = "; ".join(f"{k} " + " / ".join(f"{r['losses'].get(k, float('nan')):.2f}" for r in runs) for k in terms)
@@ -243,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     mode = MODES["smoke" if args.smoke else args.mode]
+    json_path = args.results / f"learning_signal_{mode.name}.json"
+    if args.rebuild and (args.work is None or not args.work.is_dir() or not json_path.exists()):
+        p.error(f"--rebuild needs the --work folder of a finished run and its {json_path}")
     if mode.name == "cpu":
         torch.set_num_threads(2)
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()})"
@@ -254,24 +258,17 @@ def main(argv: list[str] | None = None) -> int:
     n_train = mode.classes * mode.train_per_class
     seeds = SEEDS[:2] if mode.name == "smoke" else SEEDS
     results: dict[str, list[dict]] = {}
-    commands_run = []
     for name, objective in ROWS.items():
         results[name] = []
         for seed in seeds:
             out, argvs = row_plan(mode, data, name, objective, seed, work, n_train)
-            commands_run += ["cstp " + " ".join(a) for a in argvs]
+            commands += ["cstp " + " ".join(a) for a in argvs]
             if not args.rebuild:
                 print(f"[{time.perf_counter() - t0:7.1f}s] {name}, seed {seed}", file=sys.stderr, flush=True)
                 for a in argvs:
                     cstp(a)
             results[name].append(collect(out))
-    commands += commands_run
-    seconds = time.perf_counter() - t0
-    json_path = args.results / f"learning_signal_{mode.name}.json"
-    if args.rebuild:
-        if not args.work or not json_path.exists():
-            p.error(f"--rebuild needs --work and a previous {json_path}")
-        seconds = json.loads(json_path.read_text())["seconds"]
+    seconds = json.loads(json_path.read_text())["seconds"] if args.rebuild else time.perf_counter() - t0
     rows = summarise(results)
     text = markdown(mode, rows, commands, seconds, device, seeds, results)
     args.results.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime
 import shlex
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -82,7 +82,8 @@ def pretrain(
     if result.plot is not None:
         typer.echo(f"loss plot:  {result.plot}")
     if not quiet and not result.interrupted:
-        typer.echo(f"next:       {next_command(data, result.checkpoint, cfg.get('size'))}")
+        # the run's own config: on --resume it names the DATA and size of the original run
+        typer.echo(f"next:       {next_command(result.config.get('data'), result.checkpoint, result.config.get('size'))}")
     if result.interrupted:
         typer.echo(f"interrupted after step {result.steps}; continue with: cstp pretrain --resume {result.checkpoint}", err=True)
         raise typer.Exit(130)
@@ -92,9 +93,10 @@ def register(app: typer.Typer) -> None:
     app.command("pretrain")(pretrain)
 
 
-def next_command(data: str | None, checkpoint: Path, size: Any) -> str:
-    """The retrieval command that evaluates a finished pretraining run (METHOD §7)."""
+def next_command(data: str | None, checkpoint: Path, size: str | None) -> str:
+    """The retrieval command that evaluates a finished pretraining run (METHOD §7); ``size`` is
+    the config's ``WxH`` string, passed on only with DATA (the built-in set has its own)."""
     parts = ["cstp retrieve", *([shlex.quote(str(data))] if data else []), "--checkpoint", shlex.quote(str(checkpoint))]
     if data and size:
-        parts += ["--size", str(size) if isinstance(size, str) else "x".join(map(str, size))]
+        parts += ["--size", size]
     return " ".join(parts)

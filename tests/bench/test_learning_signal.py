@@ -52,11 +52,30 @@ def test_pretraining_is_given_enough_epochs_for_its_steps(ls, mode, tmp_path):
     assert epochs * (n_train // m.batch) >= m.steps
 
 
-def test_smoke_run_reports_every_row_with_its_loss_terms(ls, tmp_path):
-    assert ls.main(["--smoke", "--work", str(tmp_path / "work"), "--results", str(tmp_path / "results")]) == 0
-    text = (tmp_path / "results" / "learning_signal_smoke.md").read_text()
+@pytest.fixture(scope="module")
+def smoke(ls, tmp_path_factory):
+    root = tmp_path_factory.mktemp("smoke")
+    assert ls.main(["--smoke", "--work", str(root / "work"), "--results", str(root / "results")]) == 0
+    return root
+
+
+def test_smoke_run_reports_every_row_with_its_loss_terms(ls, smoke):
+    text = (smoke / "results" / "learning_signal_smoke.md").read_text()
     for name in ls.ROWS:
         assert f"| {name} |" in text
     assert "| pace alone | pace " in text and "stor.temporal" in text
-    saved = json.loads((tmp_path / "results" / "learning_signal_smoke.json").read_text())
+    saved = json.loads((smoke / "results" / "learning_signal_smoke.json").read_text())
     assert set(saved["runs"]) == set(ls.ROWS) and all(len(v) == 2 for v in saved["runs"].values())
+
+
+def test_rebuild_remakes_the_same_report_without_running_anything(ls, smoke, monkeypatch):
+    before = (smoke / "results" / "learning_signal_smoke.md").read_text()
+    monkeypatch.setattr(ls, "cstp", lambda argv: pytest.fail(f"rebuild ran cstp {argv[0]}"))
+    assert ls.main(["--smoke", "--rebuild", "--work", str(smoke / "work"), "--results", str(smoke / "results")]) == 0
+    assert (smoke / "results" / "learning_signal_smoke.md").read_text() == before
+
+
+def test_rebuild_without_a_finished_work_folder_is_a_usage_error(ls, tmp_path):
+    with pytest.raises(SystemExit) as exit_:
+        ls.main(["--smoke", "--rebuild", "--work", str(tmp_path / "none"), "--results", str(tmp_path)])
+    assert exit_.value.code == 2

@@ -82,4 +82,4 @@ def test_next_command_quotes_paths_and_keeps_a_chosen_frame_size():
     from cstp_cli.commands.pretrain_cmd import next_command
 
     assert next_command(None, Path("runs/a/checkpoint.pt"), None) == "cstp retrieve --checkpoint runs/a/checkpoint.pt"
-    assert next_command("/data/my videos", Path("c.pt"), (86, 64)) == "cstp retrieve '/data/my videos' --checkpoint c.pt --size 86x64"
+    assert next_command("/data/my videos", Path("c.pt"), "86x64") == "cstp retrieve '/data/my videos' --checkpoint c.pt --size 86x64"
