@@ -76,6 +76,17 @@ def test_resume_continues_to_the_end_from_the_command_line(cache, tmp_path, caps
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 4
 
 
+def test_resumed_run_points_next_at_the_original_data(cache, tmp_path, capsys):
+    out = tmp_path / "run"
+    _main(["pretrain", str(cache), "--epochs", "1", "--max-steps", "1", "--out", str(out), "-q", *TINY], capsys)
+    from cstp_cli.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["pretrain", "--resume", str(out / "checkpoint.pt")])
+    assert info.value.code in (None, 0)
+    assert f"next:       cstp retrieve {cache} --checkpoint {out / 'checkpoint.pt'}" in capsys.readouterr().out
+
+
 def test_next_command_quotes_paths_and_keeps_a_chosen_frame_size():
     from pathlib import Path
 
