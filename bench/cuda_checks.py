@@ -45,7 +45,7 @@ def check_augment() -> None:
     from cstp_cli.api import collate_plans
     from cstp_cli.augment import augment_batch
     from cstp_cli.plugins import get_registry
-    from cstp_cli.sampling import PairSampler, plan_rng
+    from cstp_cli.plans.sampling import PairSampler, plan_rng
 
     reg = get_registry()
     tasks = [reg.pretext(n).build() for n in ("pace", "stor", "rot")]
@@ -61,10 +61,10 @@ def check_augment() -> None:
 
 
 def check_pretrain(tmp: Path) -> Path:
-    from cstp_cli.checkpoint import load_encoder
+    from cstp_cli.core.checkpoint import load_encoder
     from cstp_cli.engine import loop
     from cstp_cli.engine.config import build_config
-    from cstp_cli.engine.memcache import render_videos, write_cache
+    from cstp_cli.data.memcache import render_videos, write_cache
 
     labels = np.repeat(np.arange(4), 6)
     train = np.tile([True, True, True, True, False, False], 4)
@@ -85,9 +85,9 @@ def check_pretrain(tmp: Path) -> Path:
 
 
 def check_features(ckpt: Path, tmp: Path) -> None:
-    from cstp_cli.cache import CacheReader
-    from cstp_cli.checkpoint import load_encoder
-    from cstp_cli.evaluate import torch_encoder, video_features
+    from cstp_cli.data.cache import CacheReader
+    from cstp_cli.core.checkpoint import load_encoder
+    from cstp_cli.evaluation.protocols import torch_encoder, video_features
 
     reader = CacheReader(tmp / "c.h5")
     videos = np.arange(6)
@@ -101,9 +101,9 @@ def check_features(ckpt: Path, tmp: Path) -> None:
 
 
 def check_onnx(ckpt: Path, tmp: Path) -> None:
-    from cstp_cli import ort
-    from cstp_cli.checkpoint import load_encoder
-    from cstp_cli.export import export_onnx
+    from cstp_cli.deploy import ort
+    from cstp_cli.core.checkpoint import load_encoder
+    from cstp_cli.deploy.export import export_onnx
 
     providers = ort.available_providers()
     if DEV != "cuda" or "CUDAExecutionProvider" not in providers:

@@ -3,13 +3,13 @@
 Prints figures; it is not a test. One process, compression none, warm page cache. Source
 videos: 20 × 300 frames of 320×240 H.264 at the encoder's default keyframe interval,
 rendered here (or the videos of ``--videos DIR``). The same sampled clip pairs (2 × 16
-frames, paces 1, 2, 4, 8, random starts — the real :class:`cstp_cli.sampling.PairSampler`
+frames, paces 1, 2, 4, 8, random starts — the real :class:`cstp_cli.plans.sampling.PairSampler`
 with stor, pace and rot active, or plain NumPy plans with ``--numpy-plans``) are obtained
 
-(a) decoding on the fly with PyAV as a good loader does (:func:`cstp_cli.video.decode_span`:
+(a) decoding on the fly with PyAV as a good loader does (:func:`cstp_cli.data.video.decode_span`:
     seek to the keyframe before the first needed frame, decode only to the last, threaded
     decoding, the cache's resize), one span per clip, merged when the clips overlap;
-(b) from the cache (:meth:`cstp_cli.cache.CacheReader.read_pair`), including plan sampling
+(b) from the cache (:meth:`cstp_cli.data.cache.CacheReader.read_pair`), including plan sampling
     and collation (each pair written into its slot of a fresh batch array, plans through
     ``collate_plans``), as a DataLoader worker's batch would be.
 
@@ -60,7 +60,7 @@ def render_video(seed: int, frames: int = 300, size: tuple[int, int] = (320, 240
 
 def ensure_sources(folder: Path, count: int, frames: int, lossless: bool) -> Path:
     """Render ``count`` videos into ``folder`` unless they are already there."""
-    from cstp_cli.video import write_video
+    from cstp_cli.data.video import write_video
 
     folder.mkdir(parents=True, exist_ok=True)
     for k in range(count):
@@ -71,8 +71,8 @@ def ensure_sources(folder: Path, count: int, frames: int, lossless: bool) -> Pat
 
 
 def build(folder: Path, out: Path, size: tuple[int, int], workers: int | None) -> Path:
-    from cstp_cli.cache import build_cache
-    from cstp_cli.datasets import load_dataset
+    from cstp_cli.data.cache import build_cache
+    from cstp_cli.data.datasets import load_dataset
 
     index = load_dataset(folder, kind="unlabelled")
     result = build_cache(folder, out=out, size=size, workers=workers, compression="none", progress=False, index=index, reuse=True)
@@ -89,7 +89,7 @@ def make_sampler(numpy_plans: bool):
     if not numpy_plans:
         try:
             from cstp_cli.commands.data_pairs import build_tasks
-            from cstp_cli.sampling import PairSampler, plan_rng
+            from cstp_cli.plans.sampling import PairSampler, plan_rng
 
             sampler = PairSampler(build_tasks("stor,rot,pace", "pace,rot", []), T=T)
 
@@ -97,7 +97,7 @@ def make_sampler(numpy_plans: bool):
                 plan = sampler.plan(video, num_frames, frame_wh, plan_rng(0, 0, i))
                 return plan, np.asarray(plan.idx, dtype=np.int64)
 
-            return sample, "cstp_cli.sampling.PairSampler (stor, rot, pace)"
+            return sample, "cstp_cli.plans.sampling.PairSampler (stor, rot, pace)"
         except Exception as exc:  # noqa: BLE001 - the bench still runs with NumPy plans
             print(f"note: PairSampler unavailable ({type(exc).__name__}: {exc}); NumPy plans", file=sys.stderr)
 
@@ -126,7 +126,7 @@ def plan_list(sample, reader, n: int, seed: int):
 
 def decode_pair(path: str, idx: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Loader (a): uint8 [2, T, H, W, 3] by seeking and decoding only the needed spans."""
-    from cstp_cli.video import decode_span
+    from cstp_cli.data.video import decode_span
 
     spans = sorted((int(c.min()), int(c.max()) + 1) for c in idx)
     merged = [list(spans[0])]
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from cstp_cli.cache import CacheReader, parse_size
+    from cstp_cli.data.cache import CacheReader, parse_size
 
     size = parse_size(args.size)
     t0 = time.perf_counter()

@@ -1,7 +1,7 @@
 """Throughput of a full-width encoder: PyTorch eager vs its ONNX export on onnxruntime.
 
 Same machine, same backbone (full width, random weights), same batch and clip shape, in one
-run: builds the encoder, writes a checkpoint, exports it with ``cstp_cli.export.export_onnx``
+run: builds the encoder, writes a checkpoint, exports it with ``cstp_cli.deploy.export.export_onnx``
 (parity verified), then times ``--iters`` batches of each path after ``--warmup`` batches and
 prints clips/s, the ratio onnxruntime / PyTorch and the provider that ran. A row is appended
 to ``bench/results/export_throughput.md``.
@@ -103,9 +103,9 @@ def run_one(args: argparse.Namespace, backbone: str) -> None:
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     provider = args.provider or ("cuda" if device == "cuda" else "cpu")
 
-    from cstp_cli.checkpoint import atomic_save, encoder_checkpoint
-    from cstp_cli.export import export_onnx
-    from cstp_cli.ort import OnnxEncoder
+    from cstp_cli.core.checkpoint import atomic_save, encoder_checkpoint
+    from cstp_cli.deploy.export import export_onnx
+    from cstp_cli.deploy.ort import OnnxEncoder
     from cstp_cli.plugins import get_registry
 
     torch.manual_seed(0)

@@ -11,7 +11,7 @@
 
 Same batch, one run; prints clips/s of both, the ratio (b)/(a) and the device. Clips/s
 counts clip pairs (one sample = two clips), the unit of ``--batch-size``. Runs without PyAV:
-the frames are rendered with NumPy and written through ``cstp_cli.cache`` (h5py).
+the frames are rendered with NumPy and written through ``cstp_cli.data.cache`` (h5py).
 
     python bench/pretrain_throughput.py --backbone r21d --batch 60 --precision bf16   # GPU
     python bench/pretrain_throughput.py --width tiny --batch 8 --frames 8 --clip-size 64 --steps 6  # CPU
@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cstp_cli.engine import loop  # noqa: E402
 from cstp_cli.engine.config import build_config  # noqa: E402
-from cstp_cli.engine.memcache import render_videos, write_cache  # noqa: E402
+from cstp_cli.data.memcache import render_videos, write_cache  # noqa: E402
 from cstp_cli.engine.optim import clip_gradients, make_sgd  # noqa: E402
 
 

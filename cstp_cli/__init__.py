@@ -19,6 +19,6 @@ def load_encoder(checkpoint: Any, map_location: str = "cpu") -> Any:
     The module carries its preprocessing as ``module.preprocess`` (cache frame size,
     clip frames and size, normalisation ``x/255·2 − 1``). See README "Python API".
     """
-    from cstp_cli.checkpoint import load_encoder as _load
+    from cstp_cli.core.checkpoint import load_encoder as _load
 
     return _load(checkpoint, map_location=map_location)

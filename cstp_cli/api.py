@@ -2,7 +2,7 @@
 
 Plugins import only this module and :mod:`cstp_cli.hookspecs`. Everything here is
 stable API; everything else in ``cstp_cli`` is internal. The integer plan-geometry helpers
-of :mod:`cstp_cli.geometry` that a pretext task needs (``delta_steps``, ``draw_rrc_size``,
+of :mod:`cstp_cli.plans.geometry` that a pretext task needs (``delta_steps``, ``draw_rrc_size``,
 ``rrc_box``, ``corner_shift``; METHOD §2.2–§2.3) are re-exported here, so a plugin computes
 offsets and crops exactly as the core sampler does.
 
@@ -21,7 +21,7 @@ from typing import Any, Callable, ClassVar, Mapping
 import numpy as np
 
 from cstp_cli.errors import PluginError
-from cstp_cli.geometry import corner_shift, delta_steps, draw_rrc_size, rrc_box
+from cstp_cli.plans.geometry import corner_shift, delta_steps, draw_rrc_size, rrc_box
 
 __all__ = [
     "Option",

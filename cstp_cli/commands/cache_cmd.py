@@ -18,7 +18,7 @@ class Compression(str, Enum):
 
 
 def _size(text: str) -> tuple[int, int]:
-    from cstp_cli.cache import parse_size
+    from cstp_cli.data.cache import parse_size
 
     try:
         return parse_size(text)
@@ -54,13 +54,13 @@ def build(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Decode every video of DATA into one HDF5 cache; undecodable files are listed at the end."""
-    from cstp_cli.cache import build_cache, is_cache_file
+    from cstp_cli.data.cache import build_cache, is_cache_file
     from cstp_cli.errors import CacheError, DataError
 
     wh = _size(size)
     if data is None:
-        from cstp_cli.resolve import SYNTHETIC_COMPRESSION
-        from cstp_cli.synth import default_dataset_root
+        from cstp_cli.data.resolve import SYNTHETIC_COMPRESSION
+        from cstp_cli.data.synth import default_dataset_root
 
         root = Path(default_dataset_root())
         compression = compression or Compression(SYNTHETIC_COMPRESSION)
@@ -93,7 +93,7 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Format version, frame size, videos per split, frames, bytes, build parameters, failures."""
-    from cstp_cli.cache import cache_info
+    from cstp_cli.data.cache import cache_info
 
     d = cache_info(file)
     if as_json:
@@ -120,7 +120,7 @@ def verify(
     no_sources: Annotated[bool, typer.Option("--no-sources", help="Skip comparing source fingerprints.")] = False,
 ) -> None:
     """Check offsets, shapes and source fingerprints; exit 1 when a problem is found."""
-    from cstp_cli.cache import verify_cache
+    from cstp_cli.data.cache import verify_cache
     from cstp_cli.errors import CacheError
 
     problems = verify_cache(file, check_sources=not no_sources)

@@ -115,7 +115,7 @@ def draw_pairs_png(path: Path, records: list[dict], plans: list[Any], reader: An
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
-    from cstp_cli.geometry import intersection_area
+    from cstp_cli.plans.geometry import intersection_area
 
     rows = plans[:PNG_PAIRS]
     cols = 1 + 2 * PNG_FRAMES
@@ -172,10 +172,10 @@ def pairs(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the per-sample generators.")] = 0,
 ) -> None:
     """Write clip-pair plans and print the shortcut report (METHOD §2)."""
-    from cstp_cli.cache import CacheReader
-    from cstp_cli.pairs_report import format_report, shortcut_report
-    from cstp_cli.resolve import resolve_data
-    from cstp_cli.sampling import PairSampler, epoch_order, plan_rng, plan_to_json
+    from cstp_cli.data.cache import CacheReader
+    from cstp_cli.plans.report import format_report, shortcut_report
+    from cstp_cli.data.resolve import resolve_data
+    from cstp_cli.plans.sampling import PairSampler, epoch_order, plan_rng, plan_to_json
 
     sets = list(set_ or [])
     if data is None and frames is None:

@@ -31,7 +31,7 @@ def synth(
     workers: Annotated[int, typer.Option(help="Parallel rendering processes.")] = 1,
 ) -> None:
     """Render a seeded synthetic action dataset (H.264 MP4, UCF-101 layout with 3 folds)."""
-    from cstp_cli import synth as synth_mod  # noqa: PLC0415 - keep CLI start-up light
+    from cstp_cli.data import synth as synth_mod  # noqa: PLC0415 - keep CLI start-up light
 
     t0 = time.perf_counter()
     root = synth_mod.generate(

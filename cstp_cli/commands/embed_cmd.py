@@ -1,6 +1,6 @@
 """``cstp embed``: video features with the retrieval protocol's clips (METHOD §7), to a file.
 
-``-o features.h5`` is written by :func:`cstp_cli.cache.write_features` (the module that owns
+``-o features.h5`` is written by :func:`cstp_cli.data.cache.write_features` (the module that owns
 h5py); ``.npz`` is written with NumPy. Either holds ``features float32[V, F]``, ``labels
 int64[V]`` (−1: unlabelled), ``videos int64[V]`` (cache indices), ``paths`` and the switches.
 """
@@ -39,11 +39,11 @@ EMBED_DEFAULTS: dict[str, Any] = {
 def write_embeddings(path: Path, features: np.ndarray, labels: np.ndarray, paths: list[str], videos: np.ndarray,
                      attrs: dict[str, Any]) -> Path:
     """Write features to ``.h5`` (via cache.py) or ``.npz`` (atomically); one-line error otherwise."""
-    from cstp_cli.reports import atomic_write_bytes
+    from cstp_cli.evaluation.reports import atomic_write_bytes
 
     suffix = path.suffix.lower()
     if suffix in (".h5", ".hdf5"):
-        from cstp_cli import cache
+        from cstp_cli.data import cache
 
         writer = getattr(cache, "write_features", None)
         if writer is None:
@@ -81,9 +81,9 @@ def embed(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Compute one feature per video (mean of 10 L2-normalised clip features) and write them to a file."""
-    from cstp_cli import evaluate as ev
-    from cstp_cli.reports import Progress
-    from cstp_cli.engine import distributed as ddp
+    from cstp_cli.evaluation import protocols as ev
+    from cstp_cli.evaluation.reports import Progress
+    from cstp_cli.core import dist as ddp
 
     flags = dict(split=split, which=which, stride=stride, clips=clips, layer=layer, clip_l2=clip_l2, frames=frames,
                  clip_size=clip_size, batch_size=batch_size, workers=workers, device=device, size=size)

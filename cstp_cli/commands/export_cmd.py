@@ -26,7 +26,7 @@ def export(
     batch: Annotated[int, typer.Option(help="Example batch size traced (parity runs at 1, 3 and 7).")] = 2,
 ) -> None:
     """Export a trained encoder to ONNX, verified against PyTorch with onnxruntime (exit 1 on mismatch)."""
-    from cstp_cli import export as ex
+    from cstp_cli.deploy import export as ex
     from cstp_cli.errors import UsageError
 
     if fmt not in ex.FORMATS:

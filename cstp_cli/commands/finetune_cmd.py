@@ -108,8 +108,8 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def open_data(data: str | None, size: tuple[int, int], workers: int | None) -> Any:
     """DATA (dataset root, cache file or nothing = the synthetic set) → an open ``CacheReader``."""
-    from cstp_cli.cache import CacheReader
-    from cstp_cli.resolve import resolve_data
+    from cstp_cli.data.cache import CacheReader
+    from cstp_cli.data.resolve import resolve_data
 
     return CacheReader(resolve_data(data, size=size, workers=workers))
 
@@ -122,7 +122,7 @@ def load_encoder_source(
     ``torch.manual_seed(seed)``); exactly one must be given."""
     import torch
 
-    from cstp_cli.checkpoint import build_backbone, load_checkpoint, load_encoder
+    from cstp_cli.core.checkpoint import build_backbone, load_checkpoint, load_encoder
 
     if (checkpoint is None) == (init is None):
         raise UsageError("pass exactly one of --checkpoint CKPT or --init random")
@@ -162,8 +162,8 @@ def run_supervised_command(mode: str, data: str | None, checkpoint: str | None, 
     """Shared body of ``cstp finetune`` and ``cstp linear``: every requested fold, then the mean."""
     import copy
 
-    from cstp_cli.reports import format_table, progress_factory, write_json
-    from cstp_cli.supervised import SupervisedConfig, run_supervised
+    from cstp_cli.evaluation.reports import format_table, progress_factory, write_json
+    from cstp_cli.evaluation.supervised import SupervisedConfig, run_supervised
 
     s = load_settings(mode, SUPERVISED_DEFAULTS, preset, config, flags)
     folds = parse_splits(s["split"])
@@ -178,7 +178,7 @@ def run_supervised_command(mode: str, data: str | None, checkpoint: str | None, 
         bn_reestimate=(mode == "linear" and info["init"] == "random"),
     )
     cfg.validate()
-    from cstp_cli.engine import distributed as ddp
+    from cstp_cli.core import dist as ddp
 
     ctx = ddp.init_distributed(cfg.device or "auto")  # torchrun: one rank per GPU; else one process
     with ddp.main_first():

@@ -61,13 +61,13 @@ def onnx_clip_shape(meta: dict) -> tuple[int | None, int | None]:
 def feature_encoder(checkpoint: str | None, init: str | None, onnx: str | None, backbone: str, width: str,
                     device: Any, seed: int = 0) -> tuple[Any, Any, dict]:
     """``(Encoder, torch module or None, info)`` from exactly one of --checkpoint, --init random, --onnx."""
-    from cstp_cli import evaluate as ev
+    from cstp_cli.evaluation import protocols as ev
 
     given = [x for x in (checkpoint, init, onnx) if x is not None]
     if len(given) != 1:
         raise UsageError("pass exactly one of --checkpoint CKPT, --init random or --onnx FILE")
     if onnx is not None:
-        from cstp_cli.ort import OnnxEncoder
+        from cstp_cli.deploy.ort import OnnxEncoder
 
         session = OnnxEncoder(onnx, provider="cuda" if str(device).startswith("cuda") else "auto")
         meta = dict(getattr(session, "metadata", {}) or {})
@@ -110,9 +110,9 @@ def retrieve(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Retrieval R@1/5/10/20/50: test videos query the train videos by cosine similarity."""
-    from cstp_cli import evaluate as ev
-    from cstp_cli.reports import Progress, format_table, retrieval_montage, write_json
-    from cstp_cli.engine import distributed as ddp
+    from cstp_cli.evaluation import protocols as ev
+    from cstp_cli.evaluation.reports import Progress, format_table, retrieval_montage, write_json
+    from cstp_cli.core import dist as ddp
 
     flags = dict(split=split, stride=stride, clips=clips, layer=layer, clip_l2=clip_l2, bn_reestimate=bn_reestimate,
                  frames=frames, clip_size=clip_size, batch_size=batch_size, workers=workers, device=device, size=size,

@@ -1,6 +1,6 @@
 """Pretraining checkpoints: what a run saves, and how ``--resume`` restores it.
 
-The file is :func:`cstp_cli.checkpoint.encoder_checkpoint` (kind ``"pretrain"``) plus::
+The file is :func:`cstp_cli.core.checkpoint.encoder_checkpoint` (kind ``"pretrain"``) plus::
 
     "model": {"objective": state_dict},        # scheme (projector, predictor, target, queue) + heads
     "optimizer": state_dict, "scheduler": {"step": int, ...}, "scaler": {"enabled": False},
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from cstp_cli.checkpoint import atomic_save, encoder_checkpoint, load_checkpoint
+from cstp_cli.core.checkpoint import atomic_save, encoder_checkpoint, load_checkpoint
 from cstp_cli.engine.config import RESUME_MUTABLE, validate
 from cstp_cli.errors import CheckpointError, UsageError
 

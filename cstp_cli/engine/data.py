@@ -43,7 +43,7 @@ class PairDataset(Dataset):
 
     def order(self, epoch: int) -> np.ndarray:
         """The epoch's global order of sample indices (METHOD §0), cached per epoch."""
-        from cstp_cli.sampling import epoch_order
+        from cstp_cli.plans.sampling import epoch_order
 
         if epoch not in self._orders:
             self._orders = {epoch: np.asarray(epoch_order(self.seed, epoch, len(self.videos)))}
@@ -51,7 +51,7 @@ class PairDataset(Dataset):
 
     def plan(self, epoch: int, j: int) -> PairPlan:
         """The plan of position ``j`` of ``epoch`` (no pixels)."""
-        from cstp_cli.sampling import plan_rng
+        from cstp_cli.plans.sampling import plan_rng
 
         i = int(self.order(epoch)[j])
         video = int(self.videos[i])

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from cstp_cli.engine import checkpointing
-from cstp_cli.engine import distributed as ddp
+from cstp_cli.core import dist as ddp
 from cstp_cli.engine.config import parse_size
 from cstp_cli.engine.data import PairDataset, make_loader, steps_per_epoch
 from cstp_cli.engine.metrics import MetricsLog, Progress, plot_losses, split_logs
@@ -103,10 +103,10 @@ def to_layout(x: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 def setup(cfg: dict, resume_state: dict | None = None, ctx: ddp.DistContext | None = None) -> Run:
     """Resolve the data, build encoder, objective, optimiser and schedule (restored on resume)."""
-    from cstp_cli.cache import CacheReader
+    from cstp_cli.data.cache import CacheReader
     from cstp_cli.plugins import get_registry
-    from cstp_cli.resolve import resolve_data
-    from cstp_cli.sampling import PairSampler
+    from cstp_cli.data.resolve import resolve_data
+    from cstp_cli.plans.sampling import PairSampler
 
     ctx = ctx or ddp.DistContext(device=resolve_device(cfg["device"]))
     device = ctx.device

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cstp_cli.video import write_audio_only, write_video
+from cstp_cli.data.video import write_audio_only, write_video
 
 UCF_CLASSES = ("Jump", "Run", "Wave")
 
@@ -60,7 +60,7 @@ def tiny_video_factory(tmp_path):
 
     ``frames`` is a count (content from :func:`make_frames`) or a uint8 array. ``gray``
     writes a true grayscale stream (FFV1 ``gray``; use a ``.mkv`` name). Extra keywords go
-    to :func:`cstp_cli.video.write_video` (``gop``, ``pts``, ``crf``, ``pix_fmt``, …).
+    to :func:`cstp_cli.data.video.write_video` (``gop``, ``pts``, ``crf``, ``pix_fmt``, …).
     """
 
     def factory(name, frames=8, size=(32, 24), codec="libx264", lossless=False, fps=25, gray=False, seed=0, **kwargs):

@@ -24,7 +24,7 @@ def toy_frames(label: int, seed: int, num_frames: int, wh: tuple[int, int]) -> n
 
 
 def _decode(path, size, fps):
-    from cstp_cli.video import Decoded
+    from cstp_cli.data.video import Decoded
 
     label, seed, n = (int(v) for v in Path(path).stem.split("_")[1:])
     return Decoded(frames=toy_frames(label, seed, n, tuple(size)), fps=25.0, source_wh=tuple(size))
@@ -36,8 +36,8 @@ def build_toy_cache(folder: Path, per_class: int = 9, wh: tuple[int, int] = (40,
 
     Fold 1: every third video is test, the rest train; fold 2: another third is test.
     """
-    from cstp_cli.cache import build_cache
-    from cstp_cli.datasets import DatasetIndex, VideoEntry
+    from cstp_cli.data.cache import build_cache
+    from cstp_cli.data.datasets import DatasetIndex, VideoEntry
 
     src = folder / "src"
     src.mkdir(parents=True, exist_ok=True)
@@ -70,7 +70,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     """A pretrain-kind checkpoint of a randomly initialised tiny R(2+1)D (8 frames, 32 px, 40x32 cache)."""
     import torch
 
-    from cstp_cli.checkpoint import atomic_save, build_backbone, encoder_checkpoint
+    from cstp_cli.core.checkpoint import atomic_save, build_backbone, encoder_checkpoint
 
     torch.manual_seed(0)
     model = build_backbone("r21d", "tiny")

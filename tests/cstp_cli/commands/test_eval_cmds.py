@@ -61,7 +61,7 @@ def test_retrieve_writes_recalls_switches_and_a_montage(toy_eval_cache, tmp_path
 
 
 def test_retrieve_conv5_layer_is_the_max_pooled_map(toy_eval_cache, tiny_checkpoint, tmp_path, capsys):
-    from cstp_cli.checkpoint import build_backbone
+    from cstp_cli.core.checkpoint import build_backbone
 
     run_ok(["retrieve", str(toy_eval_cache), "--checkpoint", str(tiny_checkpoint), *TOY, "--clips", "2",
             "--clip-size", "64", "--layer", "conv5", "--no-clip-l2", "--montage", "0", "--out", str(tmp_path)], capsys)
@@ -101,7 +101,7 @@ def test_unlabelled_data_is_refused_in_one_line(toy_unlabelled_cache, capsys):
 
 
 def test_retrieve_with_onnx_gives_the_pytorch_recalls(toy_eval_cache, tiny_checkpoint, tmp_path, capsys):
-    from cstp_cli.export import export_onnx
+    from cstp_cli.deploy.export import export_onnx
 
     model = tmp_path / "tiny.onnx"
     export_onnx(tiny_checkpoint, model, exporter="legacy", verify=False)

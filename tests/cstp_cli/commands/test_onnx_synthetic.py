@@ -1,6 +1,6 @@
 """`cstp retrieve --onnx` equals the PyTorch path on the built-in synthetic dataset (issue 5 item 3).
 
-A small set from the real generator (`cstp_cli.synth`), cached through PyAV, an encoder
+A small set from the real generator (`cstp_cli.data.synth`), cached through PyAV, an encoder
 exported with `cstp export`, then retrieval and `cstp embed -o features.h5` through both paths.
 """
 
@@ -22,9 +22,9 @@ def invoke(args: list[str]) -> str:
 
 
 def test_onnx_retrieval_and_embedding_match_pytorch_on_the_synthetic_set(tmp_path, monkeypatch):
-    from cstp_cli.cache import read_features
-    from cstp_cli.checkpoint import atomic_save, build_backbone, encoder_checkpoint
-    from cstp_cli.synth import generate
+    from cstp_cli.data.cache import read_features
+    from cstp_cli.core.checkpoint import atomic_save, build_backbone, encoder_checkpoint
+    from cstp_cli.data.synth import generate
 
     monkeypatch.setenv("CSTP_CACHE_DIR", str(tmp_path / "cachedir"))
     root = generate(tmp_path / "synth", classes=8, train_per_class=2, test_per_class=1, frames=20, size=(40, 32),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cstp_cli.engine.config import build_config
-from cstp_cli.engine.memcache import render_videos, write_cache
+from cstp_cli.data.memcache import render_videos, write_cache
 
 
 @pytest.fixture(scope="session")

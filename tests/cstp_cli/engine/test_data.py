@@ -30,8 +30,8 @@ def test_batch_larger_than_the_split_is_a_usage_error():
 
 
 def test_items_do_not_depend_on_worker_count(tiny_cache):
-    from cstp_cli.cache import CacheReader
-    from cstp_cli.sampling import PairSampler
+    from cstp_cli.data.cache import CacheReader
+    from cstp_cli.plans.sampling import PairSampler
 
     reader = CacheReader(tiny_cache)
     dataset = PairDataset(reader, reader.split(1, "train"), PairSampler([], T=4), seed=1)

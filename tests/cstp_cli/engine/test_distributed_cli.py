@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from cstp_cli.engine.memcache import render_videos, write_cache
+from cstp_cli.data.memcache import render_videos, write_cache
 
 TINY = ["--width", "tiny", "--frames", "4", "--clip-size", "32", "--workers", "0", "--device", "cpu", "-q"]
 
@@ -69,7 +69,7 @@ def test_two_rank_retrieval_and_embedding_equal_one_process(tiny_cache, tmp_path
     r1, r2 = (json.loads((tmp_path / f"r{n}" / "retrieval.json").read_text())["recall"] for n in (1, 2))
     assert r1 == r2
     ckpt = tmp_path / "enc.pt"
-    from cstp_cli.checkpoint import atomic_save, encoder_checkpoint
+    from cstp_cli.core.checkpoint import atomic_save, encoder_checkpoint
     from cstp_cli.plugins import get_registry
 
     torch.manual_seed(0)

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from cstp_cli.checkpoint import load_checkpoint
+from cstp_cli.core.checkpoint import load_checkpoint
 from cstp_cli.engine import loop
 from cstp_cli.engine.metrics import read_metrics
 from cstp_cli.engine.objective import Objective
@@ -95,7 +95,7 @@ def test_resume_after_interrupt_is_bit_exact(reference_weights, tiny_config, mon
 
 
 def test_resume_refuses_another_cache_size(tiny_config, tmp_path):
-    from cstp_cli.engine.memcache import render_videos, write_cache
+    from cstp_cli.data.memcache import render_videos, write_cache
 
     first = loop.pretrain(tiny_config(epochs=1), progress=False)
     other = write_cache(render_videos(8, 12, (48, 32), seed=1), tmp_path / "other.h5")

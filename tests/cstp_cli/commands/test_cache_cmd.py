@@ -1,0 +1,146 @@
+"""``cstp cache build/info/verify`` end to end, with awkward and broken inputs (issue 2
+items 7 and 8): valid but awkward videos are cached, undecodable ones fail with a reason
+and the build goes on; command-level failures print one line and exit 1."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+
+from cstp_cli.data.cache import CacheReader
+from cstp_cli.cli import main
+
+def run(argv, capsys):
+    """Run ``cstp ARGV`` in this process; return (exit code, stdout, stderr)."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+@pytest.fixture
+def ucf_with_bad_inputs(tiny_ucf_root, awkward_videos, broken_videos):
+    """The tiny UCF-101 layout plus every awkward and broken input of issue 2 item 8,
+    listed as class ``Jump`` videos in ``trainlist01.txt`` (so unused in folds 2 and 3).
+    UCF-101 lists separate fields by spaces, so spaces in names become ``_`` here (names
+    with spaces are built from class folders below)."""
+    lines = []
+    for name, path in list(awkward_videos.items()) + [(n, p) for n, (p, _) in broken_videos.items()]:
+        target = tiny_ucf_root / "Jump" / path.name.replace(" ", "_")
+        if path.is_symlink():
+            os.symlink(os.readlink(path), target)
+        elif path.is_dir():
+            target.mkdir()
+        else:
+            shutil.copyfile(path, target)
+        lines.append(f"Jump/{target.name} 1\n")
+    with open(tiny_ucf_root / "ucfTrainTestlist" / "trainlist01.txt", "a", encoding="utf-8") as fh:
+        fh.writelines(lines)
+    return tiny_ucf_root
+
+
+def test_build_of_a_ucf_layout_caches_awkward_videos_and_lists_broken_ones(
+    ucf_with_bad_inputs, awkward_videos, broken_videos, tmp_path, capsys
+):
+    out = tmp_path / "ucf.h5"
+    argv = ["cache", "build", str(ucf_with_bad_inputs), "-o", str(out), "--size", "20x12", "--workers", "2", "-q"]
+    code, stdout, stderr = run(argv, capsys)
+    assert code == 0, stderr
+    r = CacheReader(out)
+    assert r.num_videos == 6 + len(awkward_videos) and r.classes == ["Jump", "Run", "Wave"]
+    names = {name: path.name.replace(" ", "_") for name, path in awkward_videos.items()}
+    for name, file in names.items():
+        assert f"Jump/{file}" in r.paths, name
+    truncated = r.paths.index("Jump/truncated.mkv")
+    assert 0 < r.num_frames[truncated] < 40 and "warning: Jump/truncated.mkv" in stderr
+    assert r.num_frames[r.paths.index("Jump/one.mp4")] == 1
+    reasons = dict(r.failures)
+    assert len(reasons) == len(broken_videos)
+    for name, (path, word) in broken_videos.items():
+        assert word in reasons[f"Jump/{path.name}"], name
+        assert f"Jump/{path.name}: " in stdout, name  # listed at the end
+    awkward = [r.paths.index(f"Jump/{file}") for file in names.values()]
+    assert set(awkward) <= set(r.split(1, "train").tolist()) and set(awkward) <= set(r.split(2, "unused").tolist())
+    assert r.groups[r.paths.index("Run/v_Run_g02_c01.avi")] == "g02"
+    video = r.paths.index("Jump/vidéo_été_日本_clip.mp4")
+    assert r.read(video, [5, 0]).shape == (2, 12, 20, 3)
+
+
+def test_build_keeps_non_ascii_names_with_spaces(awkward_videos, tmp_path, capsys):
+    root = tmp_path / "folders"
+    (root / "clase ñ").mkdir(parents=True)
+    shutil.copyfile(awkward_videos["non_ascii"], root / "clase ñ" / awkward_videos["non_ascii"].name)
+    out = tmp_path / "names.h5"
+    assert run(["cache", "build", str(root), "-o", str(out), "--size", "8x8", "--workers", "0", "-q"], capsys)[0] == 0
+    r = CacheReader(out)
+    assert r.paths == ["clase ñ/vidéo été 日本 clip.mp4"] and r.classes == ["clase ñ"] and r.num_frames[0] == 6
+
+
+def test_info_and_verify_of_a_built_cache(tiny_ucf_root, tmp_path, capsys):
+    out = tmp_path / "c.h5"
+    assert run(["cache", "build", str(tiny_ucf_root), "-o", str(out), "--size", "8x8", "--workers", "0", "-q"], capsys)[0] == 0
+    code, stdout, _ = run(["cache", "info", str(out)], capsys)
+    assert code == 0 and "format       version 1" in stdout and "frame size   8x8" in stdout
+    assert "fold 2       train 3, test 3, unused 0" in stdout
+    code, stdout, _ = run(["cache", "verify", str(out)], capsys)
+    assert code == 0 and stdout.startswith("ok:")
+
+
+def test_verify_exits_1_on_a_damaged_cache(tiny_ucf_root, tmp_path, capsys):
+    out = tmp_path / "c.h5"
+    run(["cache", "build", str(tiny_ucf_root), "-o", str(out), "--size", "8x8", "--workers", "0", "-q"], capsys)
+    with h5py.File(out, "r+") as f:
+        f["videos/offsets"][1] = 0
+    code, stdout, stderr = run(["cache", "verify", str(out)], capsys)
+    assert code == 1 and "problem: videos/offsets not strictly increasing" in stdout
+    assert stderr.count("\n") == 1 and stderr.startswith("error:")
+
+
+def test_missing_dataset_folder_is_one_line_and_exit_1(tmp_path, capsys):
+    code, _, stderr = run(["cache", "build", str(tmp_path / "nope"), "-o", str(tmp_path / "x.h5")], capsys)
+    assert code == 1 and stderr.count("\n") == 1 and "does not exist" in stderr
+
+
+def test_unwritable_output_folder_is_one_line_and_exit_1(tiny_ucf_root, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code, _, stderr = run(["cache", "build", str(tiny_ucf_root), "-o", str(blocker / "sub" / "x.h5"), "-q"], capsys)
+    assert code == 1 and stderr.count("\n") == 1 and "cannot create the output folder" in stderr
+
+
+def test_build_where_nothing_decodes_lists_failures_and_exits_1(broken_videos, tmp_path, capsys):
+    out = tmp_path / "bad.h5"
+    folder = broken_videos["zero_byte"][0].parent
+    code, stdout, stderr = run(["cache", "build", str(folder), "-o", str(out), "--workers", "0", "-q"], capsys)
+    assert code == 1 and not out.exists()
+    assert "zero.mp4: empty file" in stdout and "notes.avi: not a video" in stdout and stderr.count("\n") == 1 and "no cache was written" in stderr
+
+
+def test_bad_size_is_a_usage_error(tmp_path, capsys):
+    code, _, stderr = run(["cache", "build", str(tmp_path), "--size", "171by128"], capsys)
+    assert code == 2 and "WIDTHxHEIGHT" in stderr
+
+
+def test_a_cache_file_given_as_dataset_is_refused(tmp_path, capsys):
+    path = tmp_path / "x.h5"
+    with h5py.File(path, "w"):
+        pass
+    code, _, stderr = run(["cache", "build", str(path)], capsys)
+    assert code == 1 and "already a cache file" in stderr
+
+
+def test_info_of_a_missing_file_is_one_line_and_exit_1(tmp_path, capsys):
+    code, _, stderr = run(["cache", "info", str(tmp_path / "none.h5")], capsys)
+    assert code == 1 and stderr.count("\n") == 1 and "does not exist" in stderr
+
+
+def test_split_file_naming_a_missing_video_is_one_line_and_exit_1(tiny_ucf_root, tmp_path, capsys):
+    with open(tiny_ucf_root / "ucfTrainTestlist" / "trainlist01.txt", "a") as fh:
+        fh.write("Jump/v_Jump_g09_c01.avi 1\n")
+    code, _, stderr = run(["cache", "build", str(tiny_ucf_root), "-o", str(tmp_path / "x.h5"), "-q"], capsys)
+    assert code == 1 and stderr.count("\n") == 1 and "v_Jump_g09_c01.avi not found" in stderr
+    assert not (tmp_path / "x.h5").exists()

@@ -1,0 +1,96 @@
+"""``cstp pretrain`` end to end on a tiny cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from cstp_cli.data.memcache import render_videos, write_cache
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return write_cache(render_videos(8, 16, (40, 32), seed=2), tmp_path_factory.mktemp("cmd") / "tiny.h5")
+
+
+TINY = ["--width", "tiny", "--frames", "4", "--clip-size", "32", "--batch-size", "4", "--workers", "0",
+        "--set", "byol.proj_hidden=16", "--set", "byol.pred_hidden=16", "--set", "pace.rates=1,2"]
+
+
+def test_pretrain_writes_checkpoint_metrics_and_plot(cache, tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "cstp_cli", "pretrain", str(cache), "--epochs", "2", "--out", str(out), *TINY],
+        capture_output=True, text=True, env=env, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"checkpoint: {out / 'checkpoint.pt'}" in proc.stdout
+    assert f"metrics:    {out / 'metrics.jsonl'}" in proc.stdout
+    assert f"next:       cstp retrieve {cache} --checkpoint {out / 'checkpoint.pt'}" in proc.stdout
+    assert "clips/s" in proc.stderr and "0.1·byol + 1·stor + 1·rot + 1·pace" in proc.stderr
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2, 3, 4]
+    assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == 2 and ckpt["config"]["objective"]["pretext"] == "stor,rot,pace"
+
+
+def _main(argv, capsys):
+    from cstp_cli.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    return info.value.code, capsys.readouterr().err
+
+
+def test_nothing_to_learn_from_exits_2(cache, tmp_path, capsys):
+    code, err = _main(["pretrain", str(cache), "--contrastive", "none", "--pretext", "none", "--out", str(tmp_path / "r"), *TINY], capsys)
+    assert code == 2 and "nothing to learn from" in err
+
+
+def test_objective_errors_come_before_any_data_is_built(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CSTP_CACHE_DIR", str(tmp_path / "cachedir"))
+    code, err = _main(["pretrain", "--contrastive", "none", "--pretext", "none", "--out", str(tmp_path / "r"), *TINY], capsys)
+    assert code == 2 and "nothing to learn from" in err
+    assert not (tmp_path / "cachedir").exists()  # the built-in dataset was neither generated nor cached
+
+
+def test_unknown_scheme_exits_1_listing_installed(cache, tmp_path, capsys):
+    code, err = _main(["pretrain", str(cache), "--contrastive", "vicreg", "--out", str(tmp_path / "r"), *TINY], capsys)
+    assert code == 1 and "unknown contrastive 'vicreg'; installed: byol" in err
+
+
+def test_resume_continues_to_the_end_from_the_command_line(cache, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _ = _main(["pretrain", str(cache), "--epochs", "2", "--max-steps", "1", "--out", str(out), "-q", *TINY], capsys)
+    assert code is None or code == 0
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 1
+    code, _ = _main(["pretrain", "--resume", str(out / "checkpoint.pt"), "-q"], capsys)
+    assert code is None or code == 0
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 4
+
+
+def test_resumed_run_points_next_at_the_original_data(cache, tmp_path, capsys):
+    out = tmp_path / "run"
+    _main(["pretrain", str(cache), "--epochs", "1", "--max-steps", "1", "--out", str(out), "-q", *TINY], capsys)
+    from cstp_cli.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["pretrain", "--resume", str(out / "checkpoint.pt")])
+    assert info.value.code in (None, 0)
+    assert f"next:       cstp retrieve {cache} --checkpoint {out / 'checkpoint.pt'}" in capsys.readouterr().out
+
+
+def test_next_command_quotes_paths_and_keeps_a_chosen_frame_size():
+    from pathlib import Path
+
+    from cstp_cli.commands.pretrain_cmd import next_command
+
+    assert next_command(None, Path("runs/a/checkpoint.pt"), None) == "cstp retrieve --checkpoint runs/a/checkpoint.pt"
+    assert next_command("/data/my videos", Path("c.pt"), "86x64") == "cstp retrieve '/data/my videos' --checkpoint c.pt --size 86x64"
