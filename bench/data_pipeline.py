@@ -218,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from cstp_cli.data.cache import CacheReader, parse_size
+    from cstp_cli.core.options import parse_size
+    from cstp_cli.data.cache import CacheReader
 
     size = parse_size(args.size)
     t0 = time.perf_counter()
@@ -262,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         f"sources: {reader.num_videos} videos, {frames_total} frames, {'given: ' + str(args.videos) if args.videos else 'rendered 320x240 H.264 (libx264 default keyframe interval)'}",
         f"cache: {args.size}, compression none, {cache_path.stat().st_size / 1e6:.0f} MB; preparation {prep:.1f} s",
         f"plans: {plans_kind}; T={T}, batch {args.batch}; one process, torch threads 1",
-        f"lossless fixture: decode-on-the-fly frames == cache frames (12 pairs): ok",
+        "lossless fixture: decode-on-the-fly frames == cache frames (12 pairs): ok",
         f"same pairs, same frames on the lossy sources ({args.pairs_decode} pairs): {'yes' if same else 'NO'}",
         f"(a) decode on the fly (seek + threaded decode_span): {rate_a:8.1f} pairs/s wall, {cpu_a:8.1f} per CPU-s ({args.pairs_decode} pairs)",
         f"(b) HDF5 cache (plan + read_pair + collate):         {rate_b:8.1f} pairs/s wall, {cpu_b:8.1f} per CPU-s ({args.pairs_cache} pairs; {path_kind})",

@@ -33,6 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from cstp_cli.core.dist import resolve_device  # noqa: E402
 from cstp_cli.engine import loop  # noqa: E402
 from cstp_cli.engine.config import build_config  # noqa: E402
 from cstp_cli.data.memcache import render_videos, write_cache  # noqa: E402
@@ -146,7 +147,7 @@ def device_name(device: torch.device) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    device = loop.resolve_device(args.device)
+    device = resolve_device(args.device)
     with tempfile.TemporaryDirectory(prefix="cstp-bench-") as tmp:
         t0 = time.perf_counter()
         cache = make_cache(args, Path(tmp))

@@ -18,12 +18,9 @@ class Compression(str, Enum):
 
 
 def _size(text: str) -> tuple[int, int]:
-    from cstp_cli.data.cache import parse_size
+    from cstp_cli.core.options import parse_size
 
-    try:
-        return parse_size(text)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+    return parse_size(text)
 
 
 def _mb(n: int) -> str:

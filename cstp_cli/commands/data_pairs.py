@@ -36,7 +36,7 @@ def _names(text: str) -> list[str]:
 def build_tasks(pretext: str, augment: str, sets: Sequence[str]) -> list[Any]:
     """Build the active tasks: ``--pretext`` ones, then ``--augment``-only ones (``augment_only``)."""
     from cstp_cli.api import resolve_options
-    from cstp_cli.engine.config import parse_sets
+    from cstp_cli.core.options import parse_sets
     from cstp_cli.plugins import get_registry
 
     registry = get_registry()

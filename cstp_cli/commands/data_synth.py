@@ -8,16 +8,9 @@ from typing import Annotated
 
 import typer
 
-from cstp_cli.errors import UsageError
+from cstp_cli.core.options import parse_size
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``"64x48"`` → ``(64, 48)`` (width × height)."""
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise UsageError(f"--size must look like WIDTHxHEIGHT (e.g. 64x48), got {text!r}") from None
-    return w, h
 
 
 def synth(

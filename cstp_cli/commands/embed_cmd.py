@@ -14,7 +14,8 @@ from typing import Annotated, Any, Optional
 import numpy as np
 import typer
 
-from cstp_cli.commands.finetune_cmd import load_settings, open_data, parse_size
+from cstp_cli.commands.finetune_cmd import load_settings, open_data
+from cstp_cli.core.options import parse_size
 from cstp_cli.commands.retrieve_cmd import feature_encoder
 from cstp_cli.errors import CstpError, UsageError
 
@@ -39,7 +40,7 @@ EMBED_DEFAULTS: dict[str, Any] = {
 def write_embeddings(path: Path, features: np.ndarray, labels: np.ndarray, paths: list[str], videos: np.ndarray,
                      attrs: dict[str, Any]) -> Path:
     """Write features to ``.h5`` (via cache.py) or ``.npz`` (atomically); one-line error otherwise."""
-    from cstp_cli.evaluation.reports import atomic_write_bytes
+    from cstp_cli.core.fsutil import atomic_write_bytes
 
     suffix = path.suffix.lower()
     if suffix in (".h5", ".hdf5"):
@@ -82,7 +83,7 @@ def embed(
 ) -> None:
     """Compute one feature per video (mean of 10 L2-normalised clip features) and write them to a file."""
     from cstp_cli.evaluation import protocols as ev
-    from cstp_cli.evaluation.reports import Progress
+    from cstp_cli.core.progress import Progress
     from cstp_cli.core import dist as ddp
 
     flags = dict(split=split, which=which, stride=stride, clips=clips, layer=layer, clip_l2=clip_l2, frames=frames,
@@ -107,7 +108,7 @@ def embed(
     else:
         raise UsageError(f"--which must be all, train or test, got {s['which']!r}")
     T, S = int(s["frames"] or info["frames"]), int(s["clip_size"] or info["size"])
-    bar = Progress(len(ddp.shard_range(videos.size)), "embedding", not quiet and ctx.is_main)
+    bar = Progress(len(ddp.shard_range(videos.size)), "embedding", unit="videos", enabled=not quiet and ctx.is_main)
     feats = ddp.sharded_map(videos, lambda v: ev.video_features(
         encoder, reader, v, T=T, stride=int(s["stride"]), num_clips=int(s["clips"]), layer=s["layer"],
         clip_l2=bool(s["clip_l2"]), size=S, batch_videos=int(s["batch_size"]), workers=int(s["workers"]),

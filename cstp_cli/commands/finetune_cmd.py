@@ -5,7 +5,6 @@ Also holds the small helpers the evaluation commands share (settings, data, enco
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -13,6 +12,7 @@ import numpy as np
 import typer
 
 from cstp_cli.commands.supervised_cli import supervised_command
+from cstp_cli.core.options import parse_size, parse_splits, read_toml
 from cstp_cli.errors import CheckpointError, UsageError
 
 #: Evaluation presets live in their own folder so that ``cstp pretrain``'s preset list stays clean.
@@ -45,14 +45,6 @@ SUPERVISED_DEFAULTS: dict[str, Any] = {
 # --------------------------------------------------------------------------- shared helpers
 
 
-def _read_toml(path: Path) -> dict:
-    try:
-        with Path(path).open("rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise UsageError(f"config file {path} does not exist; pass a TOML file to --config") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"config file {path} is not valid TOML: {exc}") from None
 
 
 def eval_preset_names() -> list[str]:
@@ -75,9 +67,9 @@ def load_settings(
         path = PRESET_DIR / f"{name}.toml"
         if not path.is_file():
             raise UsageError(f"unknown evaluation preset {preset!r}; presets: {', '.join(eval_preset_names()) or 'none'}")
-        layers.append((f"preset {name}", _read_toml(path).get(command, {})))
+        layers.append((f"preset {name}", read_toml(path).get(command, {})))
     if config:
-        layers.append((f"config {config}", _read_toml(Path(config)).get(command, {})))
+        layers.append((f"config {config}", read_toml(Path(config)).get(command, {})))
     layers.append(("command line", {k: v for k, v in flags.items() if v is not None}))
     for source, table in layers:
         for key, value in table.items():
@@ -87,23 +79,8 @@ def load_settings(
     return out
 
 
-def parse_splits(text: Any) -> list[int]:
-    """``"1,2,3"`` → ``[1, 2, 3]``."""
-    try:
-        items = [int(x) for x in str(text).split(",") if x.strip()]
-    except ValueError:
-        raise UsageError(f"--split expects fold numbers such as 1 or 1,2,3, got {text!r}") from None
-    if not items:
-        raise UsageError("--split needs at least one fold number")
-    return items
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        w, h = str(text).lower().split("x")
-        return int(w), int(h)
-    except ValueError:
-        raise UsageError(f"--size expects WIDTHxHEIGHT such as 171x128, got {text!r}") from None
 
 
 def open_data(data: str | None, size: tuple[int, int], workers: int | None) -> Any:
@@ -162,7 +139,8 @@ def run_supervised_command(mode: str, data: str | None, checkpoint: str | None, 
     """Shared body of ``cstp finetune`` and ``cstp linear``: every requested fold, then the mean."""
     import copy
 
-    from cstp_cli.evaluation.reports import format_table, progress_factory, write_json
+    from cstp_cli.core.progress import progress_factory
+    from cstp_cli.evaluation.reports import format_table, write_json
     from cstp_cli.evaluation.supervised import SupervisedConfig, run_supervised
 
     s = load_settings(mode, SUPERVISED_DEFAULTS, preset, config, flags)

@@ -50,7 +50,8 @@ def pretrain(
     preset (about a minute and a half on 2 CPU cores) and prints where the checkpoint and
     metrics are, and the retrieval command that evaluates it.
     """
-    from cstp_cli.engine.config import build_config, parse_sets
+    from cstp_cli.core.options import parse_sets
+    from cstp_cli.engine.config import build_config
     from cstp_cli.engine.loop import pretrain as run_pretrain
 
     objective = {k: v for k, v in (("contrastive", contrastive), ("pretext", pretext), ("augment", augment)) if v is not None}

@@ -12,7 +12,8 @@ from typing import Annotated, Any, Optional
 import numpy as np
 import typer
 
-from cstp_cli.commands.finetune_cmd import default_out, load_encoder_source, load_settings, open_data, parse_size
+from cstp_cli.commands.finetune_cmd import default_out, load_encoder_source, load_settings, open_data
+from cstp_cli.core.options import parse_size
 from cstp_cli.errors import UsageError
 
 RETRIEVE_DEFAULTS: dict[str, Any] = {
@@ -111,7 +112,8 @@ def retrieve(
 ) -> None:
     """Retrieval R@1/5/10/20/50: test videos query the train videos by cosine similarity."""
     from cstp_cli.evaluation import protocols as ev
-    from cstp_cli.evaluation.reports import Progress, format_table, retrieval_montage, write_json
+    from cstp_cli.core.progress import Progress
+    from cstp_cli.evaluation.reports import format_table, retrieval_montage, write_json
     from cstp_cli.core import dist as ddp
 
     flags = dict(split=split, stride=stride, clips=clips, layer=layer, clip_l2=clip_l2, bn_reestimate=bn_reestimate,
@@ -137,13 +139,13 @@ def retrieve(
     if reest:
         if module is None:
             raise UsageError("--bn-reestimate needs a PyTorch encoder (--checkpoint or --init random)")
-        bar = Progress(gallery.size, "BN statistics", not quiet and ctx.is_main)
+        bar = Progress(gallery.size, "BN statistics", unit="videos", enabled=not quiet and ctx.is_main)
         ev.reestimate_bn(module, reader, gallery, device=dev, progress=bar.update, **common)
         bar.close()
         encoder = ev.torch_encoder(module, dev)
     feats = {}
     for name, videos in (("gallery", gallery), ("queries", queries)):
-        bar = Progress(len(ddp.shard_range(videos.size)), f"features {name}", not quiet and ctx.is_main)
+        bar = Progress(len(ddp.shard_range(videos.size)), f"features {name}", unit="videos", enabled=not quiet and ctx.is_main)
         feats[name] = ddp.sharded_map(videos, lambda v: ev.video_features(
             encoder, reader, v, layer=s["layer"], clip_l2=bool(s["clip_l2"]), progress=bar.update, **common))
         bar.close()

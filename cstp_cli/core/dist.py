@@ -51,7 +51,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from cstp_cli.errors import DistributedError, TrainingError, UsageError
+from cstp_cli.errors import DistributedError, UsageError
 
 #: Seconds a collective waits for the other ranks before failing (``init_process_group`` timeout).
 TIMEOUT_ENV = "CSTP_DIST_TIMEOUT"
@@ -129,12 +129,32 @@ def timeout_seconds() -> float:
     return value
 
 
-def _resolve_device(name: str, local_rank: int, world_size: int) -> torch.device:
-    """``auto``/``cpu``/``cuda``/``cuda:N`` → this rank's device (``cuda:LOCAL_RANK`` under torchrun)."""
+#: What ``--device`` accepts (``cuda:N`` picks one GPU; ``mps`` only where PyTorch has it).
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+
+
+def _parse_device(name: str) -> torch.device:
+    """``--device`` text → a ``torch.device`` of a type cstp can run on; a usage error otherwise."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        device = None
+    mps = device is not None and device.type == "mps" and torch.backends.mps.is_available()
+    if device is None or not (device.type in ("cpu", "cuda") or mps):
+        raise UsageError(f"--device {name}: not a device this machine runs cstp on; use {DEVICE_CHOICES}")
+    return device
+
+
+def resolve_device(name: str | None = "auto", local_rank: int = 0, world_size: int = 1) -> torch.device:
+    """``auto``/``cpu``/``cuda``/``cuda:N`` → this process's device (``cuda:LOCAL_RANK`` under torchrun).
+
+    The one place a ``--device`` value is checked: an unknown or unavailable device is a
+    :class:`UsageError` (exit 2) that says what to pass instead.
+    """
     name = (name or "auto").strip()
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    device = _parse_device(name)
     if device.type == "cpu":
         return torch.device("cpu")
     if device.type != "cuda":
@@ -168,7 +188,7 @@ def _context_of_group(device: str) -> DistContext:
         rank=dist.get_rank(),
         world_size=world,
         local_rank=local_rank,
-        device=_resolve_device(device, local_rank, world),
+        device=resolve_device(device, local_rank, world),
         backend=str(dist.get_backend()),
         timeout_s=timeout_seconds(),
     )
@@ -194,7 +214,7 @@ def init_distributed(device: str = "auto") -> DistContext:
     timeout = timeout_seconds()
     if world < 1 or not 0 <= rank < world:
         raise UsageError(f"RANK={rank} WORLD_SIZE={world} is not a valid rank of the run; launch with torchrun")
-    dev = _resolve_device(device, local_rank, world)
+    dev = resolve_device(device, local_rank, world)
     if world == 1:
         return DistContext(0, 1, local_rank if dev.type == "cuda" else 0, dev, None, timeout)
     missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(k)]

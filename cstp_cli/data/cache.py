@@ -40,6 +40,8 @@ from typing import Any, Callable, Iterable, Sequence
 import h5py
 import numpy as np
 
+from cstp_cli.core.options import format_size
+from cstp_cli.core.progress import Progress
 from cstp_cli.errors import CacheError, CstpError, DataError, VideoDecodeError
 
 __all__ = [
@@ -52,8 +54,6 @@ __all__ = [
     "cache_info",
     "verify_cache",
     "source_fingerprint",
-    "parse_size",
-    "format_size",
     "is_cache_file",
 ]
 
@@ -85,23 +85,8 @@ _SPLIT_CODES = {"unused": 0, "train": 1, "test": 2}
 # ----------------------------------------------------------------------------- helpers
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """Parse ``"171x128"`` (width×height) into ``(171, 128)``; ``ValueError`` if malformed."""
-    parts = str(text).lower().replace("×", "x").split("x")
-    if len(parts) != 2:
-        raise ValueError(f"size {text!r} is not WIDTHxHEIGHT, e.g. 171x128")
-    try:
-        w, h = int(parts[0]), int(parts[1])
-    except ValueError:
-        raise ValueError(f"size {text!r} is not WIDTHxHEIGHT, e.g. 171x128") from None
-    if w < 1 or h < 1 or w > 8192 or h > 8192:
-        raise ValueError(f"size {text!r} must have both sides between 1 and 8192")
-    return w, h
 
 
-def format_size(size: Sequence[int]) -> str:
-    """``(171, 128)`` → ``"171x128"``."""
-    return f"{int(size[0])}x{int(size[1])}"
 
 
 def source_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
@@ -539,39 +524,6 @@ def _check_writable(folder: Path) -> None:
         raise CacheError(f"the output folder {folder} is not writable; choose another with -o")
 
 
-class _Progress:
-    """A one-line progress bar on stderr (redrawn on a terminal, every 10 % otherwise)."""
-
-    def __init__(self, total: int, enabled: bool, label: str = "caching"):
-        self.total, self.enabled, self.label = total, enabled and total > 0, label
-        self.done = self.failed = 0
-        self.t0 = time.monotonic()
-        self.tty = self.enabled and sys.stderr.isatty()
-        self._last_decile = -1
-        self._last_draw = 0.0
-
-    def update(self, failed: bool) -> None:
-        self.done += 1
-        self.failed += int(failed)
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if self.tty and (now - self._last_draw > 0.1 or self.done == self.total):
-            self._last_draw = now
-            sys.stderr.write("\r" + self._line(now))
-            if self.done == self.total:
-                sys.stderr.write("\n")
-            sys.stderr.flush()
-        elif not self.tty and (10 * self.done // self.total) != self._last_decile:
-            self._last_decile = 10 * self.done // self.total
-            sys.stderr.write(self._line(now) + "\n")
-
-    def _line(self, now: float) -> str:
-        frac = self.done / self.total
-        bar = "#" * int(30 * frac) + "." * (30 - int(30 * frac))
-        rate = self.done / max(now - self.t0, 1e-6)
-        eta = (self.total - self.done) / rate if rate > 0 else 0.0
-        return f"{self.label} [{bar}] {self.done}/{self.total} videos, {self.failed} failed, {rate:.1f}/s, ETA {eta:.0f}s "
 
 
 def build_cache(
@@ -656,8 +608,8 @@ def _build_locked(index, out, size, workers, compression, fps, timeout, progress
     jobs = [
         _Job(i, str(v.path), str(v.rel)) for i, v in enumerate(index.videos) if i not in done and i not in failed
     ]
-    bar = _Progress(len(index.videos), progress)
-    bar.done, bar.failed = len(index.videos) - len(jobs), len(failed)
+    bar = Progress(len(index.videos), "caching", unit="videos", start=len(index.videos) - len(jobs), enabled=progress and bool(index.videos))
+    failed_count = len(failed)
     buffer: list[_Outcome] = []
     buffered_bytes = 0
 
@@ -671,10 +623,11 @@ def _build_locked(index, out, size, workers, compression, fps, timeout, progress
             seq, buffer, buffered_bytes = seq + 1, [], 0
 
     def on_outcome(o: _Outcome) -> None:
-        nonlocal buffered_bytes
+        nonlocal buffered_bytes, failed_count
         buffer.append(o)
         buffered_bytes += o.frames.nbytes if o.frames is not None else 0
-        bar.update(o.reason is not None)
+        failed_count += o.reason is not None
+        bar.update(suffix=f"{failed_count} failed")
         if len(buffer) >= shard_videos or buffered_bytes >= shard_bytes:
             flush()
 
@@ -686,6 +639,7 @@ def _build_locked(index, out, size, workers, compression, fps, timeout, progress
         else:
             _DecoderPool(n_workers, decode, size, fps, timeout).run(jobs, on_outcome)
     flush()
+    bar.close()
 
     done, failed, _ = _scan_shards(folder)
     failures = [(str(index.videos[i].rel), failed[i]) for i in sorted(failed)]

@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from cstp_cli.core.checkpoint import atomic_save, encoder_checkpoint, load_checkpoint
 from cstp_cli.engine.config import RESUME_MUTABLE, validate
+from cstp_cli.engine.run import Run
 from cstp_cli.errors import CheckpointError, UsageError
 
-if TYPE_CHECKING:  # pragma: no cover
-    from cstp_cli.engine.loop import Run
 
 
 def _cpu(state: Any) -> Any:
@@ -38,7 +37,7 @@ def _cpu(state: Any) -> Any:
     return state
 
 
-def state_of(run: "Run") -> dict[str, Any]:
+def state_of(run: Run) -> dict[str, Any]:
     """The checkpoint dict of ``run`` at its current step."""
     cfg = run.cfg
     rng = {"torch": torch.get_rng_state()}
@@ -66,7 +65,7 @@ def state_of(run: "Run") -> dict[str, Any]:
     )
 
 
-def save(run: "Run", path: Path) -> Path:
+def save(run: Run, path: Path) -> Path:
     """Atomically write the checkpoint of ``run`` to ``path``."""
     return atomic_save(state_of(run), path)
 
@@ -115,7 +114,7 @@ def check_cache(state: dict[str, Any], frame_wh: tuple[int, int], cache_path: An
         )
 
 
-def restore(run: "Run", state: dict[str, Any]) -> None:
+def restore(run: Run, state: dict[str, Any]) -> None:
     """Load weights, optimiser, schedule, step and RNG of ``state`` into ``run``."""
     try:
         run.encoder.load_state_dict(state["encoder"])

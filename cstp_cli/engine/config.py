@@ -22,10 +22,10 @@ TOML layout (every key optional)::
 from __future__ import annotations
 
 import copy
-import tomllib
 from pathlib import Path
 from typing import Any, Mapping
 
+from cstp_cli.core.options import parse_size, read_toml
 from cstp_cli.errors import UsageError
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
@@ -74,16 +74,6 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
 
 
-def read_toml(path: str | Path) -> dict[str, Any]:
-    """Parse a TOML file; one clear :class:`UsageError` line when it cannot be read."""
-    path = Path(path)
-    try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise UsageError(f"config file {path} does not exist; pass a TOML file to --config") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"config file {path} is not valid TOML: {exc}") from None
 
 
 def load_preset(name: str) -> dict[str, Any]:
@@ -128,28 +118,8 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``"171x128"`` → ``(171, 128)`` (width × height)."""
-    try:
-        w, h = str(text).lower().split("x")
-        size = int(w), int(h)
-    except ValueError:
-        raise UsageError(f"--size expects WIDTHxHEIGHT such as 171x128, got {text!r}") from None
-    if min(size) < 1:
-        raise UsageError(f"--size must be positive, got {text!r}")
-    return size
 
 
-def parse_sets(items: list[str] | None) -> dict[str, dict[str, str]]:
-    """``["stor.candidates=4", ...]`` → ``{"stor": {"candidates": "4"}}``."""
-    out: dict[str, dict[str, str]] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        comp, dot, option = key.strip().partition(".")
-        if not sep or not dot or not comp or not option:
-            raise UsageError(f"--set expects COMPONENT.OPTION=VALUE such as stor.candidates=4, got {item!r}")
-        out.setdefault(comp, {})[option] = value.strip()
-    return out
 
 
 def build_config(

@@ -20,7 +20,6 @@ import signal
 import threading
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -28,65 +27,17 @@ import torch
 
 from cstp_cli.engine import checkpointing
 from cstp_cli.core import dist as ddp
-from cstp_cli.engine.config import parse_size
+from cstp_cli.core.options import parse_size
 from cstp_cli.engine.data import PairDataset, make_loader, steps_per_epoch
-from cstp_cli.engine.metrics import MetricsLog, Progress, plot_losses, split_logs
-from cstp_cli.engine.objective import Objective, build_objective, describe, parse_selection
+from cstp_cli.core.progress import Progress
+from cstp_cli.engine.metrics import MetricsLog, plot_losses, progress_suffix, split_logs
+from cstp_cli.engine.objective import build_objective, describe, parse_selection
 from cstp_cli.engine.optim import CosineSchedule, clip_gradients, make_sgd, trainable
+from cstp_cli.engine.run import PretrainResult, Run
 from cstp_cli.errors import TrainingError, UsageError
 
 #: Environment hook for tests and drills: send ourselves SIGINT after this many steps.
 INTERRUPT_ENV = "CSTP_INTERRUPT_AFTER_STEPS"
-
-
-@dataclass
-class PretrainResult:
-    """What a run left behind."""
-
-    out: Path
-    checkpoint: Path | None
-    metrics: Path
-    plot: Path | None
-    steps: int  # global optimiser steps done (including resumed ones)
-    samples: int  # samples consumed
-    interrupted: bool = False
-    is_main: bool = True  # rank 0 (the only rank that wrote anything)
-    encoder: Any = field(default=None, repr=False)
-    objective: Any = field(default=None, repr=False)
-    config: dict = field(default_factory=dict, repr=False)
-
-
-@dataclass
-class Run:
-    """Everything a run holds (built by :func:`setup`)."""
-
-    cfg: dict
-    device: torch.device
-    encoder: torch.nn.Module
-    forward: Callable[[torch.Tensor], torch.Tensor]  # the (possibly compiled) encoder
-    objective: Objective
-    optimizer: torch.optim.Optimizer
-    schedule: CosineSchedule
-    params: list
-    dataset: PairDataset
-    frame_wh: tuple[int, int]
-    feature_dim: int
-    spe: int  # steps per epoch
-    total_steps: int
-    out: Path
-    step: int = 0  # global optimiser steps done
-    ctx: ddp.DistContext = field(default_factory=ddp.DistContext)
-    model: Any = None  # TrainModule(encoder, objective), wrapped in DDP when world_size > 1
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; a named device must exist."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-    return device
 
 
 def autocast_for(device: torch.device, precision: str):
@@ -108,7 +59,7 @@ def setup(cfg: dict, resume_state: dict | None = None, ctx: ddp.DistContext | No
     from cstp_cli.data.resolve import resolve_data
     from cstp_cli.plans.sampling import PairSampler
 
-    ctx = ctx or ddp.DistContext(device=resolve_device(cfg["device"]))
+    ctx = ctx or ddp.DistContext(device=ddp.resolve_device(cfg["device"]))
     device = ctx.device
     ddp.local_batch_size(int(cfg["batch_size"]), ctx.world_size)  # --batch-size is global: W must divide it
     size = parse_size(cfg["size"]) if cfg["size"] else None
@@ -268,7 +219,8 @@ def train(
     interrupt_after = int(os.environ.get(INTERRUPT_ENV, "0") or 0)
     writer = run.ctx.is_main
     metrics = MetricsLog(run.out / "metrics.jsonl", resume_step=run.step if run.step else None) if writer else None
-    bar = Progress(stop_step, run.spe, start_step=run.step, enabled=progress and writer)
+    epochs = math.ceil(run.total_steps / run.spe)
+    bar = Progress(stop_step, "pretraining", unit="steps", start=run.step, rate_scale=G, rate_unit="clips", enabled=progress and writer)
     loader = make_loader(
         run.dataset,
         start_step=run.step,
@@ -311,7 +263,8 @@ def train(
                 t_last = now
                 if metrics is not None:
                     metrics.write(record)
-                bar.update(run.step, G, record, force=run.step % run.spe == 0)
+                suffix = progress_suffix(record, (run.step - 1) // run.spe + 1, epochs)
+                bar.update(done=run.step, suffix=suffix, force=run.step % run.spe == 0)
                 if on_step is not None:
                     on_step(run, run.step, frames, batch, values)
                 if run.step % run.spe == 0 and run.step < stop_step and writer:

@@ -1,4 +1,4 @@
-"""Training metrics: ``metrics.jsonl`` (one object per step), ``loss.png``, a progress bar.
+"""Training metrics: ``metrics.jsonl`` (one object per step), ``loss.png`` and the progress line.
 
 A ``metrics.jsonl`` line::
 
@@ -14,10 +14,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
-import time
 from pathlib import Path
-from typing import Any, Mapping, TextIO
+from typing import Any, Mapping
 
 
 def split_logs(values: Mapping[str, float]) -> dict[str, Any]:
@@ -112,58 +110,7 @@ def _smooth(values: list[float], k: int = 10) -> list[float]:
     return out
 
 
-def _fmt_time(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "--:--"
-    seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
-
-
-class Progress:
-    """A one-line progress bar on stderr: step, epoch, loss terms, clips/s, ETA.
-
-    On a terminal it redraws in place (at most ``fps`` times a second); otherwise it prints
-    a plain line every ``every_s`` seconds and at the end of each epoch.
-    """
-
-    def __init__(self, total_steps: int, steps_per_epoch: int, start_step: int = 0, stream: TextIO | None = None, every_s: float = 10.0, enabled: bool = True):
-        self.total, self.spe, self.start = total_steps, steps_per_epoch, start_step
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
-        self.every = 0.1 if self.tty else every_s
-        self.enabled = enabled
-        self.t0 = time.perf_counter()
-        self.last = 0.0
-        self.rate = 0.0
-
-    def update(self, step: int, clips: int, record: Mapping[str, Any], force: bool = False) -> None:
-        """Report after global step ``step`` (1-based count of steps done)."""
-        now = time.perf_counter()
-        elapsed = now - self.t0
-        done = step - self.start
-        self.rate = clips * done / elapsed if elapsed > 0 else 0.0
-        if not self.enabled or (not force and now - self.last < self.every):
-            return
-        self.last = now
-        eta = (self.total - step) * elapsed / done if done else math.inf
-        epoch = (step - 1) // self.spe + 1
-        width = 20
-        filled = int(width * step / max(1, self.total))
-        bar = "#" * filled + "." * (width - filled)
-        terms = " ".join(f"{k} {v:.3g}" for k, v in record.get("terms", {}).items())
-        line = (
-            f"ep {epoch}/{math.ceil(self.total / self.spe)} [{bar}] {step}/{self.total} "
-            f"loss {record.get('loss', math.nan):.4g} | {terms} | {self.rate:.1f} clips/s ETA {_fmt_time(eta)}"
-        )
-        if self.tty:
-            self.stream.write("\r\x1b[2K" + line)
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.enabled and self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
+def progress_suffix(record: Mapping[str, Any], epoch: int, epochs: int) -> str:
+    """What the training bar shows after ``step/total``: epoch, total loss and every raw term."""
+    terms = " ".join(f"{k} {v:.3g}" for k, v in record.get("terms", {}).items())
+    return f"ep {epoch}/{epochs} loss {record.get('loss', math.nan):.4g} | {terms}"

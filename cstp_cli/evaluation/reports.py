@@ -1,4 +1,4 @@
-"""Reports of the evaluation commands: progress bars, tables, JSON and a retrieval montage.
+"""Reports of the evaluation commands: tables, JSON and a retrieval montage.
 
 Files users keep are written to a temporary name beside the target and renamed.
 """
@@ -7,59 +7,16 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-from cstp_cli.core.fsutil import atomic_write_bytes
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["Progress", "progress_factory", "format_table", "write_json", "retrieval_montage", "atomic_write_bytes"]
+from cstp_cli.core.fsutil import atomic_write_bytes
+
+__all__ = ["format_table", "write_json", "retrieval_montage"]
 
 
-class Progress:
-    """A one-line progress bar on stderr: done/total, items/s and ETA (quiet when disabled)."""
-
-    def __init__(self, total: int, desc: str, enabled: bool = True, stream: Any = None):
-        import time
-
-        self.total, self.desc, self.enabled = max(0, int(total)), desc, enabled
-        self.stream = stream or sys.stderr
-        self.done, self._t0, self._last = 0, time.perf_counter(), 0.0
-        self._time = time.perf_counter
-        self._tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-
-    def update(self, n: int = 1) -> None:
-        self.done += int(n)
-        now = self._time()
-        if self.enabled and (now - self._last > 0.2 or self.done >= self.total):
-            self._last = now
-            if self._tty:
-                self.stream.write("\r" + self._line(now))
-                self.stream.flush()
-
-    def _line(self, now: float) -> str:
-        elapsed = max(1e-9, now - self._t0)
-        rate = self.done / elapsed
-        eta = (self.total - self.done) / rate if rate > 0 else float("nan")
-        width = 24
-        filled = int(width * self.done / self.total) if self.total else width
-        bar = "#" * filled + "-" * (width - filled)
-        return f"{self.desc} [{bar}] {self.done}/{self.total} {rate:.1f}/s ETA {eta:.0f}s"
-
-    def close(self) -> None:
-        if self.enabled:
-            end = "\n" if self._tty else ""
-            if not self._tty:
-                self.stream.write(self._line(self._time()) + "\n")
-            else:
-                self.stream.write(end)
-            self.stream.flush()
-
-
-def progress_factory(enabled: bool = True):
-    """``(total, desc) -> Progress`` for the library functions that take a factory."""
-    return lambda total, desc: Progress(total, desc, enabled)
 
 
 def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], floats: str = "{:.2f}") -> str:

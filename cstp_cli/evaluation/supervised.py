@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from cstp_cli.evaluation import protocols as ev
-from cstp_cli.core.checkpoint import atomic_save, encoder_checkpoint, load_checkpoint
+from cstp_cli.core.checkpoint import encoder_checkpoint, load_checkpoint
 from cstp_cli.errors import CheckpointError, TrainingError, UsageError
 
 PACES = (1, 2, 4, 8)
@@ -334,19 +334,6 @@ def augment_clips(frames: Any, plans: tuple, size: int, device: Any) -> Any:
     return x * 2.0 - 1.0
 
 
-# --------------------------------------------------------------------------- device
-
-
-def resolve_device(name: str | None) -> Any:
-    """``"auto"`` → CUDA when available, else CPU; a one-line error for an unavailable device."""
-    import torch
-
-    if name in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
-    return dev
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -8,7 +8,6 @@ import os
 import shutil
 
 import h5py
-import numpy as np
 import pytest
 
 from cstp_cli.data.cache import CacheReader

@@ -205,3 +205,27 @@ def test_train_module_runs_a_compiled_encoder():
     module = D.TrainModule(encoder, Objective(), encode=compiled)
     loss, _ = module(torch.ones(2, 3, 4), torch.zeros(2, 3, 4), {})
     assert loss.item() == (encoder(torch.ones(2, 3, 4)) - encoder(torch.zeros(2, 3, 4))).square().mean().item()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("name", ["cuda", "cuda:1"])
+def test_cuda_device_without_cuda_is_a_one_line_usage_error(name):
+    with pytest.raises(UsageError, match="CUDA is not available"):
+        D.resolve_device(name)
+
+
+@pytest.mark.parametrize("name", ["tpu", "xla", "gpu", "cuda:x"])
+def test_unknown_device_is_a_usage_error_listing_the_choices(name):
+    with pytest.raises(UsageError, match="use auto, cpu, cuda or cuda:N"):
+        D.resolve_device(name)
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="needs a machine without MPS")
+def test_mps_without_mps_is_a_usage_error():
+    with pytest.raises(UsageError, match="use auto, cpu, cuda or cuda:N"):
+        D.resolve_device("mps")
+
+
+def test_auto_and_cpu_resolve_on_a_cpu_machine():
+    assert D.resolve_device("cpu") == torch.device("cpu")
+    assert D.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cstp_cli.engine.config import DEFAULTS, build_config, parse_sets, preset_names
+from cstp_cli.engine.config import DEFAULTS, build_config, preset_names
 from cstp_cli.errors import UsageError
 
 
@@ -50,12 +50,6 @@ def test_unknown_setting_in_a_config_file_is_refused(tmp_path):
 def test_unknown_preset_lists_the_shipped_ones():
     with pytest.raises(UsageError, match="unknown preset 'fast'.*cpu-synthetic"):
         build_config(data_given=True, preset="fast")
-
-
-def test_set_parses_component_option_value():
-    assert parse_sets(["stor.candidates=4", "byol.momentum=cosine"]) == {"stor": {"candidates": "4"}, "byol": {"momentum": "cosine"}}
-    with pytest.raises(UsageError, match="COMPONENT.OPTION=VALUE"):
-        parse_sets(["candidates=4"])
 
 
 @pytest.mark.parametrize("flag, value", [("batch_size", 1), ("precision", "fp16"), ("width", "huge"), ("size", "171")])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np
@@ -36,10 +35,3 @@ def test_montage_is_a_png_with_one_row_per_query(tmp_path):
     img = mpimg.imread(path)
     assert img.shape[0] < img.shape[1]  # 2 rows of 6 panels: wider than tall
 
-
-def test_progress_reports_done_and_total():
-    stream = io.StringIO()
-    bar = reports.Progress(4, "work", stream=stream)
-    bar.update(3)
-    bar.close()
-    assert "work" in stream.getvalue() and "3/4" in stream.getvalue()

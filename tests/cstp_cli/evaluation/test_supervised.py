@@ -175,10 +175,3 @@ def test_resume_continues_at_the_next_epoch(tmp_path):
     assert [h["epoch"] for h in resumed.history] == [1, 2]
     assert resumed.history[1]["train_loss"] == pytest.approx(full.history[1]["train_loss"], rel=1e-5)
 
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-def test_cuda_device_without_cuda_is_a_one_line_error():
-    from cstp_cli.errors import UsageError
-
-    with pytest.raises(UsageError, match="CUDA is not available"):
-        sv.resolve_device("cuda")

@@ -1,6 +1,5 @@
 """torchvision backbones (METHOD §5): r3d18, r2plus1d18, s3d without classifiers."""
 
-import torch
 from torchvision.models import video as tvv
 
 from cstp_plugins.backbones import tv
