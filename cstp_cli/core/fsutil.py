@@ -21,15 +21,18 @@ def _umask() -> int:
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` when the block succeeds.
 
-    The caller writes the temporary path (with any library: torch, h5py, ...). Raises
-    ``OSError`` when the destination folder cannot be created or written.
+    The caller writes the temporary path (with any library: torch, h5py, onnx, ...); when
+    the block raises, the temporary file is removed and ``path`` is untouched. The
+    temporary name is ``.<name>.<random><suffix>`` (hidden; ``suffix`` lets a library that
+    looks at extensions, such as onnxruntime, read it). Raises ``OSError`` when the
+    destination folder cannot be created or written — before any work is done.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -50,3 +53,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
     return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"))

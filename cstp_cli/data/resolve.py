@@ -9,45 +9,19 @@ generated and cached on first use.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import re
 from pathlib import Path
-from typing import Any
 
+from cstp_cli.data.cache.naming import default_cache_path
 from cstp_cli.errors import CacheError, DataError
 
-__all__ = ["resolve_data", "default_cache_path", "cache_name"]
+__all__ = ["resolve_data"]
 
 _DEFAULT_SIZE = (171, 128)
 #: Compression of the built-in synthetic dataset's cache. The set is rendered at 64×48 and
 #: cached at that native size (about 330 MB uncompressed, under issue 2's 1 GB), so reads
 #: stay memory-mapped copies; upsampling it to 171×128 would only cost space (2.3 GB).
 SYNTHETIC_COMPRESSION = "none"
-
-
-def cache_name(index: Any, size: tuple[int, int] = _DEFAULT_SIZE, fps: float | None = None) -> str:
-    """File name of a dataset's cache: ``<rootname>-<hash12>-<W>x<H>[-<fps>fps].h5``.
-
-    The hash covers the root's absolute path, every video's relative path, size, mtime,
-    label, group and split membership, the build parameters and the cache format version,
-    so any change of the sources gives a new name (and a new build).
-    """
-    from cstp_cli.data.cache import _index_key
-
-    root = Path(index.root).resolve()
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", root.name).strip("._") or "data"
-    digest = hashlib.sha1((_index_key(index, size, fps) + json.dumps(str(root))).encode()).hexdigest()[:12]
-    rate = f"-{fps:g}fps" if fps else ""
-    return f"{stem[:40]}-{digest}-{int(size[0])}x{int(size[1])}{rate}.h5"
-
-
-def default_cache_path(index: Any, size: tuple[int, int] = _DEFAULT_SIZE, fps: float | None = None) -> Path:
-    """Where the cache of ``index`` lives by default: ``cache_dir() / cache_name(...)``."""
-    from cstp_cli.core.paths import cache_dir
-
-    return cache_dir() / cache_name(index, size, fps)
 
 
 def resolve_data(

@@ -23,7 +23,6 @@ import contextlib
 import io
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from cstp_cli.core.fsutil import atomic_path
 from cstp_cli.errors import CstpError, ExportError
 
 EXPORTERS = ("dynamo", "legacy")
@@ -325,19 +325,6 @@ def _raise_on_mismatch(parity: list[Parity], what: str) -> None:
         )
 
 
-def _temp_beside(out: Path, suffix: str) -> Path:
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=suffix, dir=out.parent)
-    except OSError as exc:
-        raise ExportError(f"cannot write {out}: {exc.strerror}; choose a writable -o") from exc
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; an export is a file to share
-    return Path(tmp)
-
-
 # --------------------------------------------------------------------------- public API
 
 
@@ -377,35 +364,40 @@ def export_onnx(
     model, ckpt, sha, spec = _load(checkpoint_path)
     frames, size = _clip(ckpt)
     example = torch.rand(batch, 3, frames, size, size, generator=torch.Generator().manual_seed(1)) * 2 - 1
-    tmp = _temp_beside(out, ".onnx")  # fails early on an unwritable folder
     try:
-        proto, dynamic_time, notes = trace_onnx(
-            model, example, exporter=exporter, opset=opset,
-            dynamic_time=bool(spec.dynamic_time), min_frames=int(spec.min_frames),
-        )
-        metadata = _metadata(ckpt, sha, dynamic_time, spec.min_frames, exporter, opset, model.feature_dim)
-        _save_onnx(proto, tmp, metadata)
-        result = ExportResult(
-            path=out, format="onnx", backbone=metadata["backbone"], width=metadata["width"],
-            checkpoint_sha256=sha, exporter=exporter, opset=opset, dynamic_time=dynamic_time,
-            metadata=metadata, size_bytes=tmp.stat().st_size, notes=notes,
-        )
-        if verify:
-            from cstp_cli.deploy.ort import OnnxEncoder
-
-            try:
-                encoder = OnnxEncoder(tmp, provider=provider, precise=True)
-            except ExportError as exc:
-                raise ExportError(str(exc).replace(str(tmp), str(out))) from exc
-            result.provider = encoder.provider
-            other = _parity_frames(frames, spec.min_frames) if dynamic_time else None
-            result.parity = verify_parity(model, encoder, frames=frames, size=size, batches=batches, other_frames=other)
-            del encoder
-            _raise_on_mismatch(result.parity, f"the {exporter} export of {checkpoint_path}")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+        with atomic_path(out, suffix=".onnx") as tmp:  # fails early on an unwritable folder; renamed only on parity
+            proto, dynamic_time, notes = trace_onnx(
+                model, example, exporter=exporter, opset=opset,
+                dynamic_time=bool(spec.dynamic_time), min_frames=int(spec.min_frames),
+            )
+            metadata = _metadata(ckpt, sha, dynamic_time, spec.min_frames, exporter, opset, model.feature_dim)
+            _save_onnx(proto, tmp, metadata)
+            result = ExportResult(
+                path=out, format="onnx", backbone=metadata["backbone"], width=metadata["width"],
+                checkpoint_sha256=sha, exporter=exporter, opset=opset, dynamic_time=dynamic_time,
+                metadata=metadata, size_bytes=tmp.stat().st_size, notes=notes,
+            )
+            if verify:
+                _verify_export(result, model, tmp, out, spec, frames, size, provider, batches, f"the {exporter} export of {checkpoint_path}")
+    except OSError as exc:  # unwritable folder, full disk: the old file (if any) is untouched
+        raise ExportError(f"cannot write {out}: {exc.strerror or exc}; choose a writable -o or free space") from exc
     return result
+
+
+def _verify_export(result: ExportResult, model: Any, tmp: Path, out: Path, spec: Any, frames: int, size: int,
+                   provider: str, batches: Sequence[int], what: str) -> None:
+    """Run the file at ``tmp`` with onnxruntime and record parity in ``result``; ExportError on mismatch."""
+    from cstp_cli.deploy.ort import OnnxEncoder
+
+    try:
+        encoder = OnnxEncoder(tmp, provider=provider, precise=True)
+    except ExportError as exc:
+        raise ExportError(str(exc).replace(str(tmp), str(out))) from exc
+    result.provider = encoder.provider
+    other = _parity_frames(frames, spec.min_frames) if result.dynamic_time else None
+    result.parity = verify_parity(model, encoder, frames=frames, size=size, batches=batches, other_frames=other)
+    del encoder
+    _raise_on_mismatch(result.parity, what)
 
 
 def check_onnx(

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Mapping
+
+from cstp_cli.core.fsutil import atomic_path, atomic_write_text
 
 
 def split_logs(values: Mapping[str, float]) -> dict[str, Any]:
@@ -44,9 +45,7 @@ class MetricsLog:
 
     def _truncate(self, step: int) -> None:
         keep = [line for line in read_metrics(self.path) if line["step"] <= step] if self.path.exists() else []
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(line) + "\n" for line in keep))
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, "".join(json.dumps(line) + "\n" for line in keep))
 
     def write(self, record: Mapping[str, Any]) -> None:
         self._fh.write(json.dumps(record, allow_nan=True) + "\n")
@@ -91,10 +90,9 @@ def plot_losses(metrics_path: str | Path, png_path: str | Path) -> Path | None:
     ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     png_path = Path(png_path)
-    tmp = png_path.with_name(f".{png_path.name}.tmp.png")
-    fig.savefig(tmp)
+    with atomic_path(png_path, suffix=".png") as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
-    os.replace(tmp, png_path)
     return png_path
 
 

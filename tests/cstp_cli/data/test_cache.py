@@ -16,7 +16,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 import cache_fakes as F  # noqa: E402
 
-from cstp_cli.data import cache  # noqa: E402
+from cstp_cli.data import cache, decodepool  # noqa: E402
+from cstp_cli.data.cache import build as cache_build  # noqa: E402
 from cstp_cli.data.cache import CacheReader, build_cache, cache_info, verify_cache  # noqa: E402
 from cstp_cli.errors import CacheError  # noqa: E402
 
@@ -156,7 +157,7 @@ def test_reader_works_in_dataloader_workers(plain, method):
 
 
 def test_killed_build_leaves_no_final_file_and_resumes_from_finished_shards(tmp_path, monkeypatch):
-    real = cache._write_shard
+    real = cache_build.write_shard
     calls = {"n": 0}
 
     def dying(*a, **kw):
@@ -165,7 +166,7 @@ def test_killed_build_leaves_no_final_file_and_resumes_from_finished_shards(tmp_
         calls["n"] += 1
         return real(*a, **kw)
 
-    monkeypatch.setattr(cache, "_write_shard", dying)
+    monkeypatch.setattr(cache_build, "write_shard", dying)
     index = F.make_dataset(tmp_path / "ds", SPECS)
     with pytest.raises(KeyboardInterrupt):
         build(tmp_path, index=index, shard_videos=2)
@@ -174,7 +175,7 @@ def test_killed_build_leaves_no_final_file_and_resumes_from_finished_shards(tmp_
     assert len(list(shards.glob("shard-*.h5"))) == 2
     (shards / "shard-00009.h5.tmp").write_bytes(b"half-written")  # killed while writing
 
-    monkeypatch.setattr(cache, "_write_shard", real)
+    monkeypatch.setattr(cache_build, "write_shard", real)
     log = tmp_path / "calls.txt"
     result, _ = build(tmp_path, index=index, shard_videos=2, decode=functools.partial(F.fake_decode, log=log))
     assert len(log.read_text().splitlines()) == 2  # 6 videos - 4 in finished shards
@@ -215,7 +216,7 @@ def test_interrupted_rebuild_keeps_the_previous_cache(tmp_path, monkeypatch):
     def dying(*a, **kw):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cache, "_assemble", dying)
+    monkeypatch.setattr(cache_build, "_assemble", dying)
     with pytest.raises(KeyboardInterrupt):
         build(tmp_path, specs={**SPECS, "c/new.avi": "frames=4 seed=99"})
     assert result.path.read_bytes() == before
@@ -232,7 +233,7 @@ def test_hanging_or_crashing_decoder_costs_one_video(tmp_path):
 
 
 def test_decoder_processes_that_never_start_fail_the_build_in_one_line(tmp_path, monkeypatch):
-    monkeypatch.setattr(cache, "WORKER_START_TIMEOUT", 0.0)
+    monkeypatch.setattr(decodepool, "WORKER_START_TIMEOUT", 0.0)
     with pytest.raises(CacheError, match="did not start within 0 s") as exc:
         build(tmp_path, workers=1)
     assert "\n" not in str(exc.value) and not (tmp_path / "c.h5").exists()

@@ -1,0 +1,181 @@
+"""Reading a cache: :class:`CacheReader`, picklable and safe in DataLoader workers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import h5py
+import numpy as np
+
+from cstp_cli.core.options import format_size
+from cstp_cli.data.cache.layout import CHUNK_FRAMES, FORMAT, FORMAT_VERSION, MERGE_GAP, SPLIT_CODES, attr, read_strings
+from cstp_cli.errors import CacheError
+
+class CacheReader:
+    """Read-only view of a cache file; picklable, safe in DataLoader workers.
+
+    The metadata (offsets, labels, splits, paths) is read once at construction; the HDF5
+    handle is opened lazily on the first frame read in each process (h5py handles do not
+    survive pickling or fork), tracked by ``os.getpid()``.
+
+    ``size``: when given, a cache of another frame size is refused with a
+    :class:`CacheError` (one line). A file of another format version is always refused.
+    """
+
+    def __init__(self, path: str | os.PathLike, size: tuple[int, int] | None = None):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise CacheError(f"cache file {self.path} does not exist; build one with `cstp cache build DATA -o {self.path}`")
+        try:
+            with h5py.File(self.path, "r") as f:
+                self._load_meta(f)
+        except OSError as exc:
+            raise CacheError(f"{self.path} is not a readable HDF5 cache ({exc}); rebuild it with `cstp cache build`") from None
+        except KeyError as exc:
+            raise CacheError(f"{self.path} is a damaged cstp cache (missing {exc}); rebuild it with `cstp cache build`") from None
+        if size is not None and tuple(int(s) for s in size) != self.frame_wh:
+            w, h = int(size[0]), int(size[1])
+            raise CacheError(
+                f"{self.path} holds {format_size(self.frame_wh)} frames but {w}x{h} was asked for; "
+                f"give a dataset folder or a cache built with --size {w}x{h}"
+            )
+        self._h5: Any = None
+        self._dset: Any = None
+        self._view: np.ndarray | None = None
+        self._pid: int | None = None
+
+    def _load_meta(self, f: Any) -> None:
+        attrs = {k: attr(v) for k, v in f.attrs.items()}
+        if attrs.get("format") != FORMAT:
+            raise CacheError(f"{self.path} is an HDF5 file but not a cstp cache; build one with `cstp cache build DATA`")
+        version = attrs.get("format_version")
+        if version != FORMAT_VERSION:
+            raise CacheError(
+                f"{self.path} is cache format version {version}, this cstp reads version {FORMAT_VERSION}; "
+                "rebuild it with `cstp cache build`"
+            )
+        self.attrs: dict[str, Any] = attrs
+        self.frame_wh: tuple[int, int] = (int(attrs["frame_width"]), int(attrs["frame_height"]))
+        g = f["videos"]
+        self._offsets = g["offsets"][()].astype(np.int64)
+        self.num_frames: np.ndarray = np.diff(self._offsets)
+        self.labels: np.ndarray = g["label"][()].astype(np.int64)
+        self.fps: np.ndarray = g["fps"][()].astype(np.float64)
+        self.paths: list[str] = read_strings(g["path"])
+        self.groups: list[str] = read_strings(g["group"])
+        self.classes: list[str] = read_strings(f["classes"])
+        self._splits = {int(name[4:]): ds[()].astype(np.int8) for name, ds in f["splits"].items()}
+        self.failures: list[tuple[str, str]] = list(
+            zip(read_strings(f["failures/path"]), read_strings(f["failures/reason"]))
+        )
+        self.total_frames = int(f["frames"].shape[0])
+
+    # -- metadata
+    @property
+    def num_videos(self) -> int:
+        return len(self.num_frames)
+
+    @property
+    def folds(self) -> list[int]:
+        return sorted(self._splits)
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """int64 [V+1]: video v owns frames ``offsets[v]:offsets[v+1]`` of ``frames``."""
+        return self._offsets
+
+    def split(self, fold: int, which: str = "train") -> np.ndarray:
+        """int64 indices of the videos in ``which`` (train/test/unused) of ``fold``."""
+        if which not in SPLIT_CODES:
+            raise ValueError(f"split {which!r} is not one of train, test, unused")
+        if int(fold) not in self._splits:
+            known = ", ".join(map(str, self.folds)) or "none"
+            raise CacheError(f"{self.path} has no fold {fold} (folds: {known})")
+        return np.flatnonzero(self._splits[int(fold)] == SPLIT_CODES[which]).astype(np.int64)
+
+    # -- frames
+    def _open(self) -> tuple[Any, np.ndarray | None]:
+        """This process's ``frames`` dataset and, for an uncompressed cache whose chunks lie
+        end to end (root attribute ``frames_offset`` ≥ 0), a read-only memory map of all
+        frames (uint8 [N,H,W,3]); reopened after fork or unpickling (``os.getpid()``)."""
+        if self._h5 is None or self._pid != os.getpid():
+            w, h = self.frame_wh
+            chunk = CHUNK_FRAMES * w * h * 3
+            self._h5 = h5py.File(self.path, "r", rdcc_nbytes=max(1 << 20, 8 * chunk), rdcc_nslots=521)
+            self._pid = os.getpid()
+            self._dset = self._h5["frames"]
+            self._view = None
+            offset = int(self.attrs.get("frames_offset", -1))
+            shape = (self.total_frames, h, w, 3)
+            if offset >= 0 and self.total_frames and offset + int(np.prod(shape)) <= os.path.getsize(self.path):
+                self._view = np.memmap(self.path, dtype=np.uint8, mode="r", offset=offset, shape=shape)
+        return self._dset, self._view
+
+    def read(self, video: int, idx: np.ndarray | Sequence[int], out: np.ndarray | None = None) -> np.ndarray:
+        """Frames ``idx`` (int [K], any order, repeats allowed) of ``video`` → uint8 [K,H,W,3]
+        (written into ``out`` when given, e.g. a slot of a preallocated batch).
+
+        Uncompressed caches are read from the memory map of their chunks (one gather);
+        otherwise sorted distinct indices are grouped into runs whose gaps are at most
+        ``MERGE_GAP`` frames, each run one contiguous h5py read (a lone frame: a
+        single-frame read) — never h5py fancy or step selection. Raises ``IndexError``
+        for an index outside ``[0, num_frames)``.
+        """
+        video = int(video)
+        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+        n = int(self.num_frames[video])
+        w, h = self.frame_wh
+        if out is None:
+            out = np.empty((idx.size, h, w, 3), np.uint8)
+        elif out.shape != (idx.size, h, w, 3) or out.dtype != np.uint8 or not out.flags.c_contiguous:
+            raise ValueError(f"out must be C-contiguous uint8 {(idx.size, h, w, 3)}, got {out.dtype} {out.shape}")
+        if idx.size == 0:
+            return out
+        if idx.min() < 0 or idx.max() >= n:
+            raise IndexError(f"frame index out of range [0, {n}) for video {video} of {self.path}")
+        frames, view = self._open()
+        base = int(self._offsets[video])
+        if view is not None:
+            np.take(view, idx + base, axis=0, out=out, mode="clip")  # bounds checked above
+            return out
+        self._read_runs(frames, base, idx, out)
+        return out
+
+    @staticmethod
+    def _read_runs(frames: Any, base: int, idx: np.ndarray, out: np.ndarray) -> None:
+        """h5py path: contiguous runs or single frames, whichever the span favours."""
+        order = np.argsort(idx, kind="stable")
+        srt = idx[order]
+        breaks = np.flatnonzero(np.diff(srt) > MERGE_GAP + 1) + 1
+        for a, b in zip(np.concatenate([[0], breaks]).tolist(), np.concatenate([breaks, [len(srt)]]).tolist()):
+            lo, hi = int(srt[a]), int(srt[b - 1])
+            block = frames[base + lo][None] if lo == hi else frames[base + lo : base + hi + 1]
+            out[order[a:b]] = block[srt[a:b] - lo]
+
+    def read_pair(self, video: int, idx: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Both clips of a pair plan: ``idx`` int [2,T] → uint8 [2,T,H,W,3] (one read)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        w, h = self.frame_wh
+        if out is not None and not out.flags.c_contiguous:
+            raise ValueError("out must be C-contiguous")
+        flat = None if out is None else out.reshape(-1, h, w, 3)
+        return self.read(video, idx.reshape(-1), flat).reshape(*idx.shape, h, w, 3)
+
+    def close(self) -> None:
+        """Close this process's handle (reopened on the next read)."""
+        if self._h5 is not None and self._pid == os.getpid():
+            self._h5.close()
+        self._h5 = self._dset = self._view = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_h5"], state["_dset"], state["_view"], state["_pid"] = None, None, None, None
+        return state
+
+    def __len__(self) -> int:
+        return self.num_videos
+
+    def __repr__(self) -> str:
+        return f"CacheReader({str(self.path)!r}: {self.num_videos} videos, {format_size(self.frame_wh)})"
