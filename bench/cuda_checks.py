@@ -73,7 +73,7 @@ def check_pretrain(tmp: Path) -> Path:
         data=str(cache), backbone="r21d", width=WIDTH, batch_size=8, frames=16, clip_size=112, workers=2,
         device=DEV, precision="bf16", out=str(tmp / "run"), epochs=2, max_steps=4,
     ))
-    cfg["pretext"] = {"pace": {"rates": [1, 2]}}
+    cfg.pretext = {"pace": {"rates": [1, 2]}}
     losses: list[float] = []
     t0 = time.perf_counter()
     loop.pretrain(cfg, progress=False, on_step=lambda run, step, f, b, values: losses.append(float(values["loss"])))

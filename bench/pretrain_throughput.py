@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cstp_cli.core.dist import resolve_device  # noqa: E402
 from cstp_cli.engine import loop  # noqa: E402
-from cstp_cli.engine.config import build_config  # noqa: E402
+from cstp_cli.engine.config import ObjectiveSettings, build_config  # noqa: E402
 from cstp_cli.data.memcache import render_videos, write_cache  # noqa: E402
 from cstp_cli.engine.optim import clip_gradients, make_sgd  # noqa: E402
 
@@ -120,8 +120,8 @@ def cstp_loop(args: argparse.Namespace, cache: Path, out: Path) -> tuple[float, 
         precision=args.precision, compile=args.compile, out=str(out), epochs=1000,
         max_steps=args.warmup + args.steps + 1,
     ))
-    cfg["objective"] = {"contrastive": args.scheme, "pretext": "stor,rot,pace", "augment": "pace,rot"}
-    cfg["pretext"] = {"pace": {"rates": [1, 2]}}
+    cfg.objective = ObjectiveSettings(contrastive=args.scheme, pretext="stor,rot,pace", augment="pace,rot")
+    cfg.pretext = {"pace": {"rates": [1, 2]}}
     stamps: list[tuple[int, float]] = []
     info: dict = {}
 

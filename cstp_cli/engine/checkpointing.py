@@ -13,14 +13,13 @@ needs no loss scaler; ``scaler`` records that.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
 from cstp_cli.core.checkpoint import atomic_save, encoder_checkpoint, load_checkpoint
-from cstp_cli.engine.config import RESUME_MUTABLE, validate
+from cstp_cli.engine.config import PretrainSettings
 from cstp_cli.engine.run import Run
 from cstp_cli.errors import CheckpointError, UsageError
 
@@ -45,12 +44,12 @@ def state_of(run: Run) -> dict[str, Any]:
         rng["cuda"] = torch.cuda.get_rng_state_all()
     return encoder_checkpoint(
         kind="pretrain",
-        backbone=cfg["backbone"],
-        width=cfg["width"],
+        backbone=cfg.backbone,
+        width=cfg.width,
         feature_dim=run.feature_dim,
         encoder_state=_cpu(run.encoder.state_dict()),
-        frames=int(cfg["frames"]),
-        size=int(cfg["clip_size"]),
+        frames=int(cfg.frames),
+        size=int(cfg.clip_size),
         frame_wh=run.frame_wh,
         model={"objective": _cpu(run.objective.state_dict())},
         optimizer=_cpu(run.optimizer.state_dict()),
@@ -58,9 +57,9 @@ def state_of(run: Run) -> dict[str, Any]:
         scaler={"enabled": False},
         epoch=run.step // run.spe,
         step=run.step,
-        samples_consumed=run.step * int(cfg["batch_size"]),
+        samples_consumed=run.step * int(cfg.batch_size),
         steps_per_epoch=run.spe,
-        config=copy.deepcopy(cfg),
+        config=cfg.to_dict(),
         rng=rng,
     )
 
@@ -79,28 +78,28 @@ def load_resume(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def resumed_config(state: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
-    """The checkpoint's config, with the settings that may change on resume taken from ``given``.
+def resumed_config(state: dict[str, Any], given: Mapping[str, Any]) -> PretrainSettings:
+    """The checkpoint's settings, with those that may change on resume taken from ``given``.
 
-    ``given`` holds only what the user set explicitly (DEFAULTS keys); changing anything else
-    is a usage error (a resumed run continues the same run). ``out`` defaults to the
-    checkpoint's folder; ``max_steps`` applies only when given again.
+    ``given`` holds only what the user set explicitly (setting names, non-None); changing
+    anything else is a usage error (a resumed run continues the same run). ``out`` defaults
+    to the checkpoint's folder; ``max_steps`` applies only when given again.
     """
-    cfg = copy.deepcopy(state["config"])
-    cfg["max_steps"] = None  # a cap of the interrupted invocation, not of the run
-    for key, value in given.items():
-        if value is None or key in ("preset",):
-            continue
-        if key in RESUME_MUTABLE:
-            cfg[key] = value
-        elif value != cfg.get(key):
+    cfg = PretrainSettings.from_dict(state["config"])
+    cfg.max_steps = None  # a cap of the interrupted invocation, not of the run
+    mutable = PretrainSettings.resume_mutable()
+    stored = cfg.to_dict()
+    for key, value in PretrainSettings.flags_to_values(given).items():
+        if key in mutable:
+            setattr(cfg, key, value)
+        elif value != stored.get(key):
             raise UsageError(
-                f"--resume continues the checkpoint's run; {key} cannot change ({cfg.get(key)!r} → {value!r}); "
-                f"only {', '.join(sorted(RESUME_MUTABLE))} may"
+                f"--resume continues the checkpoint's run; {key} cannot change ({stored.get(key)!r} → {value!r}); "
+                f"only {', '.join(sorted(mutable))} may"
             )
     if given.get("out") is None:
-        cfg["out"] = str(Path(state["_path"]).resolve().parent)
-    validate(cfg)
+        cfg.out = str(Path(state["_path"]).resolve().parent)
+    cfg.validate()
     return cfg
 
 

@@ -1,14 +1,16 @@
-"""Run configuration of ``cstp pretrain``: defaults, presets, TOML files and flags.
+"""Settings of ``cstp pretrain``: every key declared once (:class:`PretrainSettings`).
 
-Precedence, lowest first: :data:`DEFAULTS` (METHOD §6) < a preset (``--preset`` or the
+Precedence, lowest first (one function, :meth:`~cstp_cli.core.settings.Settings.layered`):
+the declared defaults (METHOD §6, the paper's recipe) < a preset (``--preset``, or the
 config file's ``preset = "..."``; ``cpu-synthetic`` when no DATA is given) < the TOML config
-file (``--config``) < command-line flags. The config is a plain dict (TOML types only), so a
-checkpoint stores it as is and ``weights_only=True`` loads it.
+file (``--config``) < command-line flags. :meth:`~cstp_cli.core.settings.Settings.to_dict`
+gives plain TOML types, so a checkpoint stores the settings as they are and
+``weights_only=True`` loads them.
 
 TOML layout (every key optional)::
 
     preset = "ucf101-r21d-byol"
-    backbone = "r21d"            # and every other scalar key of DEFAULTS
+    backbone = "r21d"             # and every other setting below
     [objective]
     contrastive = "byol=0.1"      # NAME[=λ] or "none"
     pretext = "stor,rot,pace"     # NAME[=λ],... or "none"; a TOML list works too
@@ -21,94 +23,33 @@ TOML layout (every key optional)::
 
 from __future__ import annotations
 
-import copy
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from cstp_cli.core.options import parse_size, read_toml
+from cstp_cli.core.settings import Settings, setting
 from cstp_cli.errors import UsageError
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
-
-#: METHOD §6 defaults (the paper's recipe) — what a run gets when nothing else is said.
-DEFAULTS: dict[str, Any] = {
-    "data": None,
-    "backbone": "r21d",
-    "width": "full",
-    "epochs": 300,
-    "batch_size": 60,
-    "lr": 0.03,
-    "momentum": 0.9,
-    "weight_decay": 5e-4,
-    "min_lr": 1e-5,
-    "warmup_epochs": 0,
-    "grad_clip": 18.0,
-    "workers": 4,
-    "device": "auto",
-    "precision": "bf16",
-    "compile": False,
-    "sync_bn": False,
-    "seed": 0,
-    "out": None,
-    "sampling": "clean",
-    "photometric_p": 1.0,
-    "split": 1,
-    "frames": 16,
-    "clip_size": 112,
-    "size": None,  # cache frame size WxH; None: a cache file's own size, 171x128 when building
-    "max_steps": None,
-    "objective": {"contrastive": "byol", "pretext": "stor,rot,pace", "augment": "pace,rot"},
-    "pretext": {},
-    "contrastive": {},
-    "sets": {},  # --set COMPONENT.OPTION=VALUE (an inactive COMPONENT is a usage error)
-}
-
-#: Keys that may change on ``--resume`` without breaking the run's definition.
-RESUME_MUTABLE = frozenset({"data", "workers", "device", "out", "max_steps", "epochs", "sync_bn"})
-
-_OBJECTIVE_KEYS = ("contrastive", "pretext", "augment")
+#: The preset of a bare ``cstp pretrain`` (no DATA: the built-in synthetic dataset).
+BARE_PRESET = "cpu-synthetic"
 
 
-def preset_names() -> list[str]:
-    """Names of the shipped presets (``cstp_cli/presets/*.toml``)."""
-    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+def _size_problem(value: Any) -> str | None:
+    try:
+        parse_size(value)
+    except UsageError:
+        return f"expects WIDTHxHEIGHT such as 171x128, got {value!r}"
+    return None
 
 
+def _positive(value: Any) -> str | None:
+    return None if value > 0 else f"must be positive, got {value}"
 
 
-def load_preset(name: str) -> dict[str, Any]:
-    """The preset ``name`` as a config dict (unknown names list the shipped ones)."""
-    path = PRESET_DIR / f"{name}.toml"
-    if not path.is_file():
-        raise UsageError(f"unknown preset {name!r}; presets: {', '.join(preset_names())}")
-    data = read_toml(path)
-    data.pop("description", None)
-    return data
-
-
-def merge(base: Mapping[str, Any], over: Mapping[str, Any], source: str) -> dict[str, Any]:
-    """``over`` on top of ``base``; tables merge one level deep; unknown keys are refused."""
-    out = copy.deepcopy(dict(base))
-    for key, value in over.items():
-        if key == "preset":
-            continue
-        if key not in DEFAULTS:
-            known = ", ".join(k for k in DEFAULTS if k not in ("pretext", "contrastive", "sets"))
-            raise UsageError(f"{source}: unknown setting {key!r} (settings: {known})")
-        if key == "objective":
-            bad = set(value) - set(_OBJECTIVE_KEYS)
-            if bad:
-                raise UsageError(f"{source}: [objective] has no key {sorted(bad)[0]!r} (keys: {', '.join(_OBJECTIVE_KEYS)})")
-            out["objective"] = {**out["objective"], **{k: _as_text(v) for k, v in value.items()}}
-        elif key in ("pretext", "contrastive"):
-            if not isinstance(value, Mapping):
-                raise UsageError(f"{source}: [{key}] must be a table of component tables, e.g. [{key}.NAME]")
-            tables = out[key]
-            for comp, opts in value.items():
-                tables[comp] = {**tables.get(comp, {}), **dict(opts)}
-        else:
-            out[key] = value
-    return out
+def _fraction(value: Any) -> str | None:
+    return None if 0.0 <= value <= 1.0 else f"must be in [0, 1], got {value}"
 
 
 def _as_text(value: Any) -> str:
@@ -118,8 +59,89 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
+@dataclass
+class ObjectiveSettings(Settings):
+    """The ``[objective]`` table: which scheme and tasks make the joint loss (METHOD §1)."""
+
+    WHAT = "objective"
+
+    contrastive: str = setting("byol", "Contrastive scheme NAME[=λ] or none (λ defaults to 0.1).")
+    pretext: str = setting("stor,rot,pace", "Pretext tasks NAME[=λ],... or none.")
+    augment: str = setting("pace,rot", "Tasks used as augmentation only (plan + device transform, no loss): NAME,... or none.")
+
+    def __post_init__(self) -> None:
+        self.contrastive, self.pretext, self.augment = (_as_text(v) for v in (self.contrastive, self.pretext, self.augment))
 
 
+@dataclass
+class PretrainSettings(Settings):
+    """Everything a pretraining run is defined by (METHOD §6 defaults)."""
+
+    PRESETS = PRESET_DIR
+    WHAT = "pretrain"
+
+    data: str | None = setting(None, "Dataset folder or cache file (.h5); none: the built-in synthetic set.", flag=False, resume=True)
+    backbone: str = setting("r21d", "Encoder (see `cstp plugins`).")
+    width: str = setting("full", "Encoder width: full or tiny (CPU runs).", choices=("full", "tiny"))
+    epochs: int = setting(300, "Epochs over the training split.", minimum=1, resume=True)
+    batch_size: int = setting(60, "Global batch size (clip pairs per step).", minimum=2)
+    lr: float = setting(0.03, "Base learning rate of SGD (cosine to --min-lr).", check=_positive)
+    momentum: float = setting(0.9, "SGD momentum.", minimum=0.0)
+    weight_decay: float = setting(5e-4, "SGD weight decay.", minimum=0.0)
+    min_lr: float = setting(1e-5, "Learning rate at the end of the cosine schedule.", minimum=0.0)
+    warmup_epochs: int = setting(0, "Linear warm-up epochs before the cosine (the authors' code: 150).", minimum=0)
+    grad_clip: float = setting(18.0, "Clip the global gradient norm to this (0: off; the authors' code: 18).", minimum=0.0)
+    workers: int = setting(4, "DataLoader worker processes.", minimum=0, resume=True)
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N.", resume=True)
+    precision: str = setting("bf16", "bf16 (autocast on CUDA) or fp32.", choices=("bf16", "fp32"))
+    compile: bool = setting(False, "torch.compile the encoder.")
+    sync_bn: bool = setting(False, "SyncBatchNorm across GPUs under torchrun (CUDA only; docs/distributed.md).", resume=True)
+    seed: int = setting(0, "Seed of plans, epoch orders and initial weights.")
+    out: str | None = setting(None, "Run folder (checkpoint.pt, metrics.jsonl, loss.png); none: runs/pretrain-<time>.", short="-o", flag="--out", resume=True)
+    sampling: str = setting("clean", "clean (METHOD §2) or reference (the authors' sampling, App. A).", choices=("clean", "reference"))
+    photometric_p: float = setting(1.0, "Probability of the photometric block per clip (the authors' code: 0.3).", check=_fraction)
+    split: int = setting(1, "Fold whose train split is pretrained on.", minimum=1)
+    frames: int = setting(16, "Frames per clip T.", minimum=2)
+    clip_size: int = setting(112, "Clip side S in pixels.", minimum=8)
+    size: str | None = setting(None, "Cache frame size WxH when DATA is a dataset folder; none: a cache file's own size, 171x128 when building.", check=_size_problem)
+    max_steps: int | None = setting(None, "Stop (with a checkpoint) after this many optimiser steps in total.", minimum=1, resume=True)
+    objective: ObjectiveSettings = setting(None, "The joint objective.", kind="sub")
+    pretext: dict = setting({}, "Options of pretext tasks, [pretext.NAME] tables.", kind="table", flag=False)
+    contrastive: dict = setting({}, "Options of contrastive schemes, [contrastive.NAME] tables.", kind="table", flag=False)
+    sets: dict = setting({}, "Component option COMPONENT.OPTION=VALUE, e.g. stor.decorrelate=true (repeatable).",
+                         kind="table", flag="--set", cli_type=list[str])
+    preset: str | None = setting(None, "The preset the run was layered on (recorded).", flag=False)
+
+    def __post_init__(self) -> None:
+        if self.objective is None:
+            self.objective = ObjectiveSettings()
+        elif isinstance(self.objective, Mapping):
+            self.objective = ObjectiveSettings.from_dict(self.objective)
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.warmup_epochs < self.epochs:
+            raise UsageError(f"--warmup-epochs must be below --epochs ({self.epochs}), got {self.warmup_epochs}")
+
+    @property
+    def frame_size(self) -> tuple[int, int] | None:
+        """``size`` parsed as (W, H), or None."""
+        return parse_size(self.size) if self.size else None
+
+    @classmethod
+    def resume_mutable(cls) -> frozenset[str]:
+        """Settings a resumed run may change without breaking the run's definition."""
+        return frozenset(name for name, (_, meta) in cls.declared().items() if meta.resume)
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """The values of pretraining preset ``name`` (unknown names list the shipped ones)."""
+    return PretrainSettings.preset_values(name)
+
+
+def preset_names() -> list[str]:
+    """Names of the shipped pretraining presets (``cstp_cli/presets/*.toml``)."""
+    return PretrainSettings.preset_names()
 
 
 def build_config(
@@ -128,43 +150,17 @@ def build_config(
     preset: str | None = None,
     config_file: str | Path | None = None,
     flags: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The effective config: defaults < preset < config file < ``flags`` (non-None values).
+) -> PretrainSettings:
+    """The effective settings: defaults < preset < config file < ``flags`` (non-None values).
 
-    ``flags`` uses the DEFAULTS keys, plus ``objective`` entries and ``sets`` (the parsed
-    ``--set`` table, merged into ``[pretext.*]``/``[contrastive.*]`` later by the objective).
+    ``flags`` are keyed by setting name (``contrastive``/``pretext``/``augment`` included, or
+    an ``objective`` table) and ``sets`` is the parsed ``--set`` table. The preset is
+    ``preset``, else the config file's ``preset = "..."``, else :data:`BARE_PRESET` when no
+    DATA is given.
     """
-    file_cfg = read_toml(config_file) if config_file else {}
-    preset = preset or file_cfg.get("preset") or (None if data_given else "cpu-synthetic")
-    cfg = merge(DEFAULTS, {}, "defaults")
-    if preset:
-        cfg = merge(cfg, load_preset(preset), f"preset {preset}")
-    if file_cfg:
-        cfg = merge(cfg, file_cfg, f"config {config_file}")
-    given = {k: v for k, v in (flags or {}).items() if v is not None}
-    cfg = merge(cfg, given, "command line")
-    cfg["preset"] = preset
-    validate(cfg)
-    return cfg
-
-
-def validate(cfg: Mapping[str, Any]) -> None:
-    """Refuse values that cannot work, one line each (exit 2)."""
-    checks = [
-        (cfg["epochs"] >= 1, f"--epochs must be at least 1, got {cfg['epochs']}"),
-        (cfg["batch_size"] >= 2, f"--batch-size must be at least 2 (BatchNorm), got {cfg['batch_size']}"),
-        (cfg["lr"] > 0, f"--lr must be positive, got {cfg['lr']}"),
-        (cfg["workers"] >= 0, f"--workers must be >= 0, got {cfg['workers']}"),
-        (cfg["frames"] >= 1, f"--frames must be >= 1, got {cfg['frames']}"),
-        (cfg["clip_size"] >= 8, f"--clip-size must be >= 8, got {cfg['clip_size']}"),
-        (cfg["width"] in ("full", "tiny"), f"--width must be full or tiny, got {cfg['width']!r}"),
-        (cfg["precision"] in ("bf16", "fp32"), f"--precision must be bf16 or fp32, got {cfg['precision']!r}"),
-        (cfg["sampling"] in ("clean", "reference"), f"--sampling must be clean or reference, got {cfg['sampling']!r}"),
-        (cfg["max_steps"] is None or cfg["max_steps"] >= 1, "--max-steps must be at least 1"),
-        (0 <= cfg["warmup_epochs"] < cfg["epochs"], "warmup_epochs must be in [0, epochs)"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise UsageError(message)
-    if cfg["size"] is not None:
-        parse_size(cfg["size"])
+    file_preset = read_toml(config_file).get("preset") if config_file else None
+    chosen = preset or file_preset or (None if data_given else BARE_PRESET)
+    values = PretrainSettings.flags_to_values(flags or {})
+    settings = PretrainSettings.layered(preset=chosen, config=config_file, flags=values)
+    settings.preset = chosen
+    return settings

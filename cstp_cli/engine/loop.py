@@ -21,13 +21,13 @@ import threading
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
 from cstp_cli.engine import checkpointing
 from cstp_cli.core import dist as ddp
-from cstp_cli.core.options import parse_size
+from cstp_cli.engine.config import PretrainSettings
 from cstp_cli.engine.data import PairDataset, make_loader, steps_per_epoch
 from cstp_cli.core.progress import Progress
 from cstp_cli.engine.metrics import MetricsLog, plot_losses, progress_suffix, split_logs
@@ -52,34 +52,34 @@ def to_layout(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last_3d) if device.type == "cuda" else x
 
 
-def setup(cfg: dict, resume_state: dict | None = None, ctx: ddp.DistContext | None = None) -> Run:
+def setup(cfg: PretrainSettings, resume_state: dict | None = None, ctx: ddp.DistContext | None = None) -> Run:
     """Resolve the data, build encoder, objective, optimiser and schedule (restored on resume)."""
     from cstp_cli.data.cache import CacheReader
     from cstp_cli.plugins import get_registry
     from cstp_cli.data.resolve import resolve_data
     from cstp_cli.plans.sampling import PairSampler
 
-    ctx = ctx or ddp.DistContext(device=ddp.resolve_device(cfg["device"]))
+    ctx = ctx or ddp.DistContext(device=ddp.resolve_device(cfg.device))
     device = ctx.device
-    ddp.local_batch_size(int(cfg["batch_size"]), ctx.world_size)  # --batch-size is global: W must divide it
-    size = parse_size(cfg["size"]) if cfg["size"] else None
+    ddp.local_batch_size(int(cfg.batch_size), ctx.world_size)  # --batch-size is global: W must divide it
+    size = cfg.frame_size
     # model and objective first: a usage error (unknown name, nothing to learn from, bad
     # option) must come before any dataset is generated or cached
     registry = get_registry()
-    torch.manual_seed(int(cfg["seed"]))
-    encoder = registry.backbone(cfg["backbone"]).build(width=cfg["width"])
+    torch.manual_seed(int(cfg.seed))
+    encoder = registry.backbone(cfg.backbone).build(width=cfg.width)
     feature_dim = int(getattr(encoder, "feature_dim"))
-    obj = cfg["objective"]
+    obj = cfg.objective
     objective = build_objective(
-        parse_selection(obj["contrastive"], obj["pretext"], obj["augment"]),
+        parse_selection(obj.contrastive, obj.pretext, obj.augment),
         feature_dim,
         registry=registry,
-        pretext_options=cfg["pretext"],
-        contrastive_options=cfg["contrastive"],
-        sets=cfg.get("sets"),
+        pretext_options=cfg.pretext,
+        contrastive_options=cfg.contrastive,
+        sets=cfg.sets,
     )
     with ddp.main_first():  # rank 0 builds the cache / synthetic set, the others then reuse it
-        cache_path = resolve_data(cfg["data"], size=size, workers=cfg["workers"] or None)
+        cache_path = resolve_data(cfg.data, size=size, workers=cfg.workers or None)
     reader = CacheReader(cache_path)
     frame_wh = tuple(int(v) for v in reader.frame_wh)
     if resume_state is not None:
@@ -90,23 +90,23 @@ def setup(cfg: dict, resume_state: dict | None = None, ctx: ddp.DistContext | No
     objective.to(device)
     if objective.scheme is not None:
         objective.scheme.attach(encoder)
-    sampler = PairSampler(objective.tasks, T=int(cfg["frames"]), mode=cfg["sampling"], photometric_p=float(cfg["photometric_p"]))
-    videos = reader.split(int(cfg["split"]), "train")
+    sampler = PairSampler(objective.tasks, T=int(cfg.frames), mode=cfg.sampling, photometric_p=float(cfg.photometric_p))
+    videos = reader.split(int(cfg.split), "train")
     if len(videos) == 0:
-        raise UsageError(f"the cache {cache_path} has no training videos in split {cfg['split']}; pick another --split")
-    dataset = PairDataset(reader, videos, sampler, int(cfg["seed"]))
-    spe = steps_per_epoch(len(dataset), int(cfg["batch_size"]))
-    total = spe * int(cfg["epochs"])
+        raise UsageError(f"the cache {cache_path} has no training videos in split {cfg.split}; pick another --split")
+    dataset = PairDataset(reader, videos, sampler, int(cfg.seed))
+    spe = steps_per_epoch(len(dataset), int(cfg.batch_size))
+    total = spe * int(cfg.epochs)
     params = trainable(encoder, objective)
-    optimizer = make_sgd(params, cfg["lr"], cfg["momentum"], cfg["weight_decay"])
-    schedule = CosineSchedule(optimizer, cfg["lr"], cfg["min_lr"], total, spe * int(cfg["warmup_epochs"]))
-    forward = torch.compile(encoder) if cfg["compile"] else encoder
-    out = Path(cfg["out"])
+    optimizer = make_sgd(params, cfg.lr, cfg.momentum, cfg.weight_decay)
+    schedule = CosineSchedule(optimizer, cfg.lr, cfg.min_lr, total, spe * int(cfg.warmup_epochs))
+    forward = torch.compile(encoder) if cfg.compile else encoder
+    out = Path(cfg.out)
     run = Run(cfg, device, encoder, forward, objective, optimizer, schedule, params, dataset, frame_wh, feature_dim, spe, total, out)
     if resume_state is not None:
         checkpointing.restore(run, resume_state)
     run.ctx = ctx
-    run.model = ddp.wrap_for_ddp(ddp.TrainModule(encoder, objective, encode=forward), ctx, sync_bn=bool(cfg.get("sync_bn", False)))
+    run.model = ddp.wrap_for_ddp(ddp.TrainModule(encoder, objective, encode=forward), ctx, sync_bn=bool(cfg.sync_bn))
     return run
 
 
@@ -156,13 +156,13 @@ def train_step(run: Run, frames: torch.Tensor, batch: Any) -> tuple[torch.Tensor
     frames = frames.to(device, non_blocking=True)
     batch = batch.to(device, non_blocking=True)
     with torch.no_grad():
-        clips = augment_batch(frames, batch, run.objective.tasks, out_size=int(run.cfg["clip_size"]))
+        clips = augment_batch(frames, batch, run.objective.tasks, out_size=int(run.cfg.clip_size))
     x1, x2 = to_layout(clips[:, 0], device), to_layout(clips[:, 1], device)
-    with autocast_for(device, run.cfg["precision"]):
+    with autocast_for(device, run.cfg.precision):
         loss, logs = run.model(x1, x2, batch.labels)  # encoder per view + objective; DDP syncs grads
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    norm = clip_gradients(run.params, run.cfg["grad_clip"])
+    norm = clip_gradients(run.params, run.cfg.grad_clip)
     if norm is not None:
         logs["grad_norm"] = norm.detach().float()
     return loss, ddp.reduce_logs(logs)  # averaged over ranks: same numbers (and NaN check) everywhere
@@ -214,8 +214,8 @@ def train(
     the step's loader output (``uint8[B, 2, T, H, W, 3]``, ``PlanBatch``) and logged values.
     """
     cfg = run.cfg
-    G = int(cfg["batch_size"])
-    stop_step = run.total_steps if cfg["max_steps"] is None else min(run.total_steps, int(cfg["max_steps"]))
+    G = int(cfg.batch_size)
+    stop_step = run.total_steps if cfg.max_steps is None else min(run.total_steps, int(cfg.max_steps))
     interrupt_after = int(os.environ.get(INTERRUPT_ENV, "0") or 0)
     writer = run.ctx.is_main
     metrics = MetricsLog(run.out / "metrics.jsonl", resume_step=run.step if run.step else None) if writer else None
@@ -227,7 +227,7 @@ def train(
         stop_step=stop_step,
         steps_per_epoch=run.spe,
         global_batch=G,
-        workers=int(cfg["workers"]),
+        workers=int(cfg.workers),
         pin_memory=run.device.type == "cuda",
         rank=run.ctx.rank,
         world_size=run.ctx.world_size,
@@ -296,25 +296,37 @@ def train(
     )
 
 
-def pretrain(cfg: dict, *, resume: str | Path | None = None, progress: bool = True, on_step: Callable | None = None, log: Callable[[str], None] | None = None) -> PretrainResult:
-    """Set up (or resume) and train one run of config ``cfg`` (see :mod:`cstp_cli.engine.config`)."""
-    with ddp.distributed(cfg.get("device") or "auto") as ctx:  # torchrun's group, or one process
+def pretrain(
+    cfg: PretrainSettings | Mapping[str, Any],
+    *,
+    resume: str | Path | None = None,
+    progress: bool = True,
+    on_step: Callable | None = None,
+    log: Callable[[str], None] | None = None,
+) -> PretrainResult:
+    """Set up (or resume) and train one run (see :mod:`cstp_cli.engine.config`).
+
+    ``cfg`` is the run's :class:`PretrainSettings`; with ``resume`` (a checkpoint) it is the
+    mapping of settings given again on the command line (only those a resumed run may change).
+    """
+    device = (cfg.get("device") if isinstance(cfg, Mapping) else cfg.device) or "auto"
+    with ddp.distributed(device) as ctx:  # torchrun's group, or one process
         return _pretrain(cfg, ctx, resume=resume, progress=progress, on_step=on_step, log=log)
 
 
-def _pretrain(cfg: dict, ctx: ddp.DistContext, *, resume: str | Path | None, progress: bool, on_step: Callable | None, log: Callable[[str], None] | None) -> PretrainResult:
+def _pretrain(cfg: PretrainSettings | Mapping[str, Any], ctx: ddp.DistContext, *, resume: str | Path | None, progress: bool, on_step: Callable | None, log: Callable[[str], None] | None) -> PretrainResult:
     state = checkpointing.load_resume(resume) if resume else None
     if state is not None:
         cfg = checkpointing.resumed_config(state, cfg)
-    cfg["out"] = ddp.broadcast_object(cfg["out"])  # run folders named after the time must agree
+    cfg.out = ddp.broadcast_object(cfg.out)  # run folders named after the time must agree
     run = setup(cfg, state, ctx)
     run.out.mkdir(parents=True, exist_ok=True)
     if log is not None and ctx.is_main:
         log(
-            f"pretraining {cfg['backbone']} ({cfg['width']}, D={run.feature_dim}) on {run.device}"
+            f"pretraining {cfg.backbone} ({cfg.width}, D={run.feature_dim}) on {run.device}"
             + (f" × {ctx.world_size} ranks ({ctx.backend})" if ctx.distributed else "") + ": "
-            f"{describe(run.objective)}; {len(run.dataset)} videos, {run.spe} steps/epoch × {cfg['epochs']} epochs, "
-            f"batch {cfg['batch_size']}, clips {cfg['frames']}×{cfg['clip_size']}² from {run.frame_wh[0]}x{run.frame_wh[1]} frames"
+            f"{describe(run.objective)}; {len(run.dataset)} videos, {run.spe} steps/epoch × {cfg.epochs} epochs, "
+            f"batch {cfg.batch_size}, clips {cfg.frames}×{cfg.clip_size}² from {run.frame_wh[0]}x{run.frame_wh[1]} frames"
             + (f"; resuming at step {run.step}" if state is not None else "")
         )
     return train(run, progress=progress, on_step=on_step)

@@ -13,6 +13,7 @@ from typing import Any, Callable
 import torch
 
 from cstp_cli.core import dist as ddp
+from cstp_cli.engine.config import PretrainSettings
 from cstp_cli.engine.data import PairDataset
 from cstp_cli.engine.objective import Objective
 from cstp_cli.engine.optim import CosineSchedule
@@ -32,14 +33,14 @@ class PretrainResult:
     is_main: bool = True  # rank 0 (the only rank that wrote anything)
     encoder: Any = field(default=None, repr=False)
     objective: Any = field(default=None, repr=False)
-    config: dict = field(default_factory=dict, repr=False)
+    config: PretrainSettings | None = field(default=None, repr=False)
 
 
 @dataclass
 class Run:
     """Everything a run holds (built by :func:`setup`)."""
 
-    cfg: dict
+    cfg: PretrainSettings
     device: torch.device
     encoder: torch.nn.Module
     forward: Callable[[torch.Tensor], torch.Tensor]  # the (possibly compiled) encoder

@@ -23,7 +23,7 @@ def tiny_config(arrow_cache, tmp_path):
                     workers=0, device="cpu", out=str(tmp_path / "run"))
         base.update(flags)
         cfg = build_config(data_given=True, flags=base)
-        cfg["contrastive"] = {"byol": {"proj_hidden": 32, "pred_hidden": 32}}
+        cfg.contrastive = {"byol": {"proj_hidden": 32, "pred_hidden": 32}}
         return cfg
 
     return make

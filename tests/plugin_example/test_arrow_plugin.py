@@ -48,7 +48,7 @@ def test_arrow_pretraining_uses_its_plan_transform_head_and_loss(arrow_installed
         seen.setdefault("terms", []).append(values)
 
     cfg = tiny_config(epochs=1, objective={"pretext": "stor,arrow", "augment": "none"})
-    cfg["sets"] = {"arrow": {"p": "0.5"}}
+    cfg.sets = {"arrow": {"p": "0.5"}}
     setup_head = {}
     run = loop.setup(cfg)
     setup_head.update({k: v.clone() for k, v in run.objective.heads["arrow"].state_dict().items()})

@@ -94,3 +94,17 @@ def test_next_command_quotes_paths_and_keeps_a_chosen_frame_size():
 
     assert next_command(None, Path("runs/a/checkpoint.pt"), None) == "cstp retrieve --checkpoint runs/a/checkpoint.pt"
     assert next_command("/data/my videos", Path("c.pt"), "86x64") == "cstp retrieve '/data/my videos' --checkpoint c.pt --size 86x64"
+
+
+def test_help_shows_the_defaults_a_bare_run_really_uses():
+    from typer.testing import CliRunner
+
+    from cstp_cli.cli import build_app
+    from cstp_cli.engine.config import PretrainSettings
+
+    out = CliRunner().invoke(build_app(), ["pretrain", "--help"], terminal_width=400).output
+    text = " ".join(out.replace("│", " ").split())  # the help column wraps inside its box
+    bare = PretrainSettings.preset_values("cpu-synthetic")
+    assert f"(default: 60; bare run, preset cpu-synthetic: {bare['batch_size']})" in text
+    assert f"(default: r21d; bare run, preset cpu-synthetic: {bare['backbone']})" in text
+    assert "--momentum" in text and "(default: 0.9)" in text  # every setting is a flag, with its declared default

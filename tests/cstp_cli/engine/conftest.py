@@ -26,8 +26,8 @@ def tiny_config(tiny_cache, tmp_path):
         )
         base.update(flags)
         cfg = build_config(data_given=True, flags=base)
-        cfg["pretext"] = {"pace": {"rates": [1, 2]}, **cfg["pretext"]}
-        cfg["contrastive"] = {"byol": {"proj_hidden": 32, "pred_hidden": 32}, **cfg["contrastive"]}
+        cfg.pretext = {"pace": {"rates": [1, 2]}, **cfg.pretext}
+        cfg.contrastive = {"byol": {"proj_hidden": 32, "pred_hidden": 32}, **cfg.contrastive}
         return cfg
 
     return make

@@ -1,31 +1,31 @@
-"""Run configuration: defaults, presets, TOML files and flags in that order."""
+"""Pretraining settings: defaults, presets, TOML files and flags in that order."""
 
 from __future__ import annotations
 
 import pytest
 
-from cstp_cli.engine.config import DEFAULTS, build_config, preset_names
+from cstp_cli.engine.config import PretrainSettings, build_config, preset_names
 from cstp_cli.errors import UsageError
 
 
 def test_defaults_are_method_section_6():
     cfg = build_config(data_given=True)
-    assert (cfg["lr"], cfg["momentum"], cfg["weight_decay"], cfg["min_lr"]) == (0.03, 0.9, 5e-4, 1e-5)
-    assert (cfg["batch_size"], cfg["epochs"], cfg["grad_clip"], cfg["frames"], cfg["clip_size"]) == (60, 300, 18.0, 16, 112)
-    assert cfg["objective"] == {"contrastive": "byol", "pretext": "stor,rot,pace", "augment": "pace,rot"}
+    assert (cfg.lr, cfg.momentum, cfg.weight_decay, cfg.min_lr) == (0.03, 0.9, 5e-4, 1e-5)
+    assert (cfg.batch_size, cfg.epochs, cfg.grad_clip, cfg.frames, cfg.clip_size) == (60, 300, 18.0, 16, 112)
+    assert cfg.objective.to_dict() == {"contrastive": "byol", "pretext": "stor,rot,pace", "augment": "pace,rot"}
 
 
 def test_no_data_selects_the_cpu_synthetic_preset():
     cfg = build_config(data_given=False)
-    assert cfg["preset"] == "cpu-synthetic" and cfg["width"] == "tiny"
+    assert cfg.preset == "cpu-synthetic" and cfg.width == "tiny"
 
 
 def test_every_shipped_preset_loads():
     assert {"cpu-synthetic", "ucf101-r21d-byol", "ucf101-c3d-byol", "k400-r21d-byol"} <= set(preset_names())
     for name in preset_names():
-        assert build_config(data_given=True, preset=name)["preset"] == name
-    assert build_config(data_given=True, preset="ucf101-c3d-byol")["backbone"] == "c3d"
-    assert build_config(data_given=True, preset="k400-r21d-byol")["batch_size"] == 128
+        assert build_config(data_given=True, preset=name).preset == name
+    assert build_config(data_given=True, preset="ucf101-c3d-byol").backbone == "c3d"
+    assert build_config(data_given=True, preset="k400-r21d-byol").batch_size == 128
 
 
 def test_precedence_preset_then_file_then_flags(tmp_path):
@@ -35,15 +35,15 @@ def test_precedence_preset_then_file_then_flags(tmp_path):
         '[objective]\npretext = ["stor", "rot=0.5"]\n[pretext.stor]\ndecorrelate = true\n'
     )
     cfg = build_config(data_given=True, config_file=path, flags={"lr": 0.2, "epochs": None})
-    assert cfg["backbone"] == "c3d" and cfg["epochs"] == 7 and cfg["lr"] == 0.2
-    assert cfg["objective"]["pretext"] == "stor,rot=0.5" and cfg["objective"]["contrastive"] == "byol=0.1"
-    assert cfg["pretext"] == {"stor": {"decorrelate": True}}
+    assert cfg.backbone == "c3d" and cfg.epochs == 7 and cfg.lr == 0.2
+    assert cfg.objective.pretext == "stor,rot=0.5" and cfg.objective.contrastive == "byol=0.1"
+    assert cfg.pretext == {"stor": {"decorrelate": True}}
 
 
 def test_unknown_setting_in_a_config_file_is_refused(tmp_path):
     path = tmp_path / "run.toml"
     path.write_text("learning_rate = 0.1\n")
-    with pytest.raises(UsageError, match="unknown setting 'learning_rate'"):
+    with pytest.raises(UsageError, match="unknown pretrain setting 'learning_rate'"):
         build_config(data_given=True, config_file=path)
 
 
@@ -52,8 +52,29 @@ def test_unknown_preset_lists_the_shipped_ones():
         build_config(data_given=True, preset="fast")
 
 
-@pytest.mark.parametrize("flag, value", [("batch_size", 1), ("precision", "fp16"), ("width", "huge"), ("size", "171")])
-def test_bad_values_are_usage_errors(flag, value):
-    assert flag in DEFAULTS
-    with pytest.raises(UsageError):
+@pytest.mark.parametrize("flag, value, message", [
+    ("batch_size", 1, "--batch-size must be at least 2"), ("precision", "fp16", "--precision must be one of bf16, fp32"),
+    ("width", "huge", "--width must be one of full, tiny"), ("size", "171", "--size expects WIDTHxHEIGHT"),
+    ("lr", 0.0, "--lr must be positive"), ("photometric_p", 1.5, "--photometric-p must be in"), ("frames", 1, "--frames must be at least 2"),
+    ("warmup_epochs", 300, "--warmup-epochs must be below --epochs"),
+])
+def test_bad_values_are_usage_errors_naming_the_flag(flag, value, message):
+    assert flag in PretrainSettings.declared()
+    with pytest.raises(UsageError, match=message):
         build_config(data_given=True, flags={flag: value})
+
+
+def test_objective_flags_land_in_the_objective_table():
+    cfg = build_config(data_given=True, flags={"contrastive": "simclr", "pretext": "stor"})
+    assert (cfg.objective.contrastive, cfg.objective.pretext, cfg.objective.augment) == ("simclr", "stor", "pace,rot")
+    assert cfg.contrastive == {}  # the component-option table of the same name is untouched
+
+
+def test_settings_round_trip_through_plain_dicts():
+    cfg = build_config(data_given=False, flags={"sets": {"stor": {"candidates": "4"}}})
+    again = PretrainSettings.from_dict(cfg.to_dict())
+    assert again == cfg and again.sets == {"stor": {"candidates": "4"}}
+
+
+def test_resume_may_change_only_the_declared_settings():
+    assert PretrainSettings.resume_mutable() == {"data", "workers", "device", "out", "max_steps", "epochs", "sync_bn"}

@@ -52,7 +52,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_config, monkeypatch)
     cfg = tiny_config(epochs=3)
     with pytest.raises(TrainingError, match=r"step 5 \(epoch 2\).*stor\.spatial=.*last good checkpoint"):
         loop.pretrain(cfg, progress=False)
-    ckpt = load_checkpoint(f"{cfg['out']}/checkpoint.pt")
+    ckpt = load_checkpoint(f"{cfg.out}/checkpoint.pt")
     assert ckpt["step"] == 3
     assert all(torch.isfinite(v).all() for v in ckpt["encoder"].values() if v.is_floating_point())
 
@@ -69,8 +69,8 @@ def reference_weights(tiny_cache, tmp_path_factory):
     cfg = build_config(data_given=True, flags=dict(
         data=str(tiny_cache), width="tiny", frames=4, clip_size=32, batch_size=4, epochs=2, workers=0,
         device="cpu", out=str(tmp_path_factory.mktemp("ref") / "run")))
-    cfg["pretext"] = {"pace": {"rates": [1, 2]}}
-    cfg["contrastive"] = {"byol": {"proj_hidden": 32, "pred_hidden": 32}}
+    cfg.pretext = {"pace": {"rates": [1, 2]}}
+    cfg.contrastive = {"byol": {"proj_hidden": 32, "pred_hidden": 32}}
     result = loop.pretrain(cfg, progress=False)
     return _final_weights(result), cfg
 
