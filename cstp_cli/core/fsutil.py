@@ -7,11 +7,14 @@ on any failure the temporary file is removed and the old file stays.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+from cstp_cli.errors import UsageError
 
 
 def _umask() -> int:
@@ -58,3 +61,45 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _probe_write(folder: Path) -> None:
+    """Create, write and remove a hidden file in ``folder`` (``os.access`` lies for root)."""
+    fd, name = tempfile.mkstemp(prefix=".cstp-write-test.", dir=folder)
+    try:
+        os.write(fd, b"x")
+    finally:
+        os.close(fd)
+        os.unlink(name)
+
+
+def check_output_dir(folder: str | os.PathLike, flag: str = "-o") -> Path:
+    """Check up front that ``folder`` is (or can become) a writable folder; return it.
+
+    Creates missing parents, then makes a real write test. Raises :class:`UsageError`
+    (exit 2) naming the folder, the reason and ``flag`` when it is a file, cannot be
+    created or cannot be written — before any decoding or training starts.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{folder} is a file, not a folder; choose another {flag}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        _probe_write(folder)
+    except OSError as exc:
+        reason = "no space left on the device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        raise UsageError(f"cannot write to the folder {folder}: {reason}; choose another {flag}") from None
+    return folder
+
+
+def check_output_file(path: str | os.PathLike, flag: str = "-o") -> Path:
+    """Check up front that the file ``path`` can be written (its folder exists or can be made).
+
+    Raises :class:`UsageError` (exit 2) when ``path`` is a folder, or its folder is not
+    writable (a real write test in that folder). The file itself is not created.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder; {flag} expects a file name, e.g. {path / 'out'}")
+    check_output_dir(path.parent, flag)
+    return path
