@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from cstp_cli.core import dist as D
+from cstp_cli.errors import DistributedError
 
 WORLD = 2
 FEATURES = 16
@@ -238,13 +239,13 @@ def death_program(rank: int, folder: Path) -> dict:
             loss, _ = ddp(data["x1"][:2], data["x2"][:2], {"rot.clips": data["rot"][:2]})
             loss.backward()
         error = None
-    except D.DistributedError as exc:
+    except DistributedError as exc:
         error = str(exc)
     seconds = time.perf_counter() - start
     try:
         D.any_rank(False)  # a helper's collective outside any guard
         helper_error = None
-    except D.DistributedError as exc:
+    except DistributedError as exc:
         helper_error = str(exc)
     return {"error": error, "seconds": seconds, "helper_error": helper_error}
 

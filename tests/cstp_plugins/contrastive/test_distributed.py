@@ -1,13 +1,14 @@
 """Two gloo processes × B equal one process × 2B (issue 6 groundwork; BatchNorm in eval mode).
 
-The two ranks (forked, so torch is not imported again) run ``_dist_worker.run`` once for the
-module; each test checks one result.
+The two ranks (fresh interpreters: forking a process whose autograd engine already ran is
+unsafe) run ``_dist_worker.py`` once for the module; each test checks one result.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import multiprocessing
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,15 +48,16 @@ def inputs(worker):
 def ranks(worker, inputs, tmp_path_factory):
     folder = tmp_path_factory.mktemp("gloo")
     torch.save(inputs, folder / "inputs.pt")
-    context = multiprocessing.get_context("fork")
-    procs = [context.Process(target=worker.run, args=(r, WORLD, str(folder))) for r in range(WORLD)]
+    script = str(HERE / "_dist_worker.py")
+    procs = [subprocess.Popen([sys.executable, script, str(r), str(WORLD), str(folder)]) for r in range(WORLD)]
+    codes = []
     for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=120)
-        if p.is_alive():
+        try:
+            codes.append(p.wait(timeout=180))
+        except subprocess.TimeoutExpired:
             p.kill()
-    assert [p.exitcode for p in procs] == [0] * WORLD, "a gloo rank failed; its traceback is in the captured stderr"
+            codes.append(p.wait())
+    assert codes == [0] * WORLD, "a gloo rank failed; its traceback is in the captured stderr"
     return [torch.load(folder / f"rank{r}.pt") for r in range(WORLD)]
 
 
