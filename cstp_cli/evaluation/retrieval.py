@@ -171,7 +171,7 @@ def run_retrieval(
     from cstp_cli.errors import UsageError
     from cstp_cli.evaluation import features as ft
     from cstp_cli.evaluation import protocols as ev
-    from cstp_cli.evaluation.reports import retrieval_montage, write_json
+    from cstp_cli.evaluation.reports import write_json
     from cstp_cli.evaluation.sources import default_out, feature_encoder, open_data
 
     s = settings
@@ -220,14 +220,22 @@ def run_retrieval(
                                "feature_dim": result.feature_dim, "recall": recalls, "provider": info.get("provider")})
     n = min(int(s.montage), queries.size)
     if n > 0:
-        pick = np.linspace(0, queries.size - 1, n).round().astype(int)
-        classes = list(getattr(reader, "classes", []) or [])
-        result.montage = retrieval_montage(
-            dest / "retrieval.png",
-            [ft.middle_frame(reader, int(queries[q])) for q in pick],
-            [int(q_labels[q]) for q in pick],
-            [[ft.middle_frame(reader, int(gallery[g])) for g in top[q, :5]] for q in pick],
-            [[int(g_labels[g]) for g in top[q, :5]] for q in pick],
-            classes, [list(scores[q, :5]) for q in pick],
-        )
+        result.montage = _montage(dest / "retrieval.png", reader, n, (queries, q_labels), (gallery, g_labels), top, scores)
     return result
+
+
+def _montage(path: Path, reader: Any, n: int, queries: tuple, gallery: tuple, top: np.ndarray, scores: np.ndarray) -> Path:
+    """The PNG of ``n`` evenly picked queries (middle frames) and their top 5 (METHOD §7 hit rule)."""
+    from cstp_cli.evaluation.features import middle_frame
+    from cstp_cli.evaluation.reports import retrieval_montage
+
+    (q_videos, q_labels), (g_videos, g_labels) = queries, gallery
+    pick = np.linspace(0, q_videos.size - 1, n).round().astype(int)
+    return retrieval_montage(
+        path,
+        [middle_frame(reader, int(q_videos[q])) for q in pick],
+        [int(q_labels[q]) for q in pick],
+        [[middle_frame(reader, int(g_videos[g])) for g in top[q, :5]] for q in pick],
+        [[int(g_labels[g]) for g in top[q, :5]] for q in pick],
+        list(getattr(reader, "classes", []) or []), [list(scores[q, :5]) for q in pick],
+    )

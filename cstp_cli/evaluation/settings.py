@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cstp_cli.core.options import parse_size, parse_splits
+from cstp_cli.core.options import parse_size, parse_splits, positive_problem, size_problem, splits_problem
 from cstp_cli.core.settings import Settings, setting
 from cstp_cli.errors import UsageError
 
@@ -32,26 +32,6 @@ PRESET_DIR = Path(__file__).resolve().parent.parent / "presets" / "eval"
 def eval_preset_names() -> list[str]:
     """Shipped evaluation presets (``cstp_cli/presets/eval/*.toml``)."""
     return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
-
-
-def _size_problem(value: Any) -> str | None:
-    try:
-        parse_size(value)
-    except UsageError:
-        return f"expects WIDTHxHEIGHT such as 171x128, got {value!r}"
-    return None
-
-
-def _splits_problem(value: Any) -> str | None:
-    try:
-        parse_splits(value)
-    except UsageError:
-        return f"expects fold numbers such as 1 or 1,2,3, got {value!r}"
-    return None
-
-
-def _positive(value: Any) -> str | None:
-    return None if value > 0 else f"must be positive, got {value}"
 
 
 class EvalSettings(Settings):
@@ -82,10 +62,10 @@ class FinetuneSettings(EvalSettings):
 
     backbone: str = setting("r21d", "Backbone for --init random.")
     width: str = setting("full", "full or tiny, for --init random.", choices=("full", "tiny"))
-    split: str = setting("1", "Fold(s), e.g. 1 or 1,2,3 (mean printed).", check=_splits_problem)
+    split: str = setting("1", "Fold(s), e.g. 1 or 1,2,3 (mean printed).", check=splits_problem)
     epochs: int = setting(100, "Epochs.", minimum=1)
     batch_size: int = setting(60, "Clips per step.", minimum=1)
-    lr: float = setting(0.02, "SGD learning rate.", check=_positive)
+    lr: float = setting(0.02, "SGD learning rate.", check=positive_problem)
     workers: int = setting(2, "DataLoader workers.", minimum=0)
     device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
     frames: int | None = setting(None, "Clip frames T; none: the checkpoint's (16 for --init random).", minimum=1)
@@ -95,7 +75,7 @@ class FinetuneSettings(EvalSettings):
     head: str = setting("code", "code (L2→BN→Linear) or fc.", choices=("code", "fc"))
     augment: str = setting("", "pace,rot: randomise pace/rotation in training (empty or none: neither).")
     seed: int = setting(0, "Random seed.")
-    size: str = setting("171x128", "Cache frame size WxH.", check=_size_problem)
+    size: str = setting("171x128", "Cache frame size WxH.", check=size_problem)
     out: str | None = setting(None, "Output folder; none: runs/finetune-<ckpt>.")
     weight_decay: float = setting(5e-4, "SGD weight decay.", flag=False, minimum=0.0)
     plateau_patience: int = setting(10, "Epochs without a better validation loss before lr ×0.1.", flag=False, minimum=0)
@@ -141,7 +121,7 @@ class RetrievalSettings(EvalSettings):
     batch_size: int = setting(4, "Videos per batch (× clips).", minimum=1)
     workers: int = setting(2, "DataLoader workers.", minimum=0)
     device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
-    size: str = setting("171x128", "Cache frame size WxH (the protocol's: 171x128).", check=_size_problem)
+    size: str = setting("171x128", "Cache frame size WxH (the protocol's: 171x128).", check=size_problem)
     seed: int = setting(0, "Seed of --init random weights.")
     montage: int = setting(6, "Queries shown in the PNG (0: none).", minimum=0)
     out: str | None = setting(None, "Output folder; none: runs/retrieve-<ckpt>.")
@@ -166,6 +146,6 @@ class EmbedSettings(EvalSettings):
     batch_size: int = setting(4, "Videos per batch (× clips).", minimum=1)
     workers: int = setting(2, "DataLoader workers.", minimum=0)
     device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
-    size: str = setting("171x128", "Cache frame size WxH.", check=_size_problem)
+    size: str = setting("171x128", "Cache frame size WxH.", check=size_problem)
     backbone: str = setting("r21d", "Backbone of the encoder (recorded).", flag=False)
     width: str = setting("full", "Width of the encoder (recorded).", flag=False)
