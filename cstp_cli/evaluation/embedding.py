@@ -80,6 +80,7 @@ def run_embedding(
     from cstp_cli.evaluation.features import video_features
     from cstp_cli.evaluation.sources import feature_encoder, open_data
 
+    settings.validate()  # settings built in Python are checked like layered ones
     s = settings
     if encoder.checkpoint is None and encoder.onnx is None:
         raise UsageError("pass --onnx model.onnx or --checkpoint CKPT")

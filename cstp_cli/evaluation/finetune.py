@@ -77,6 +77,7 @@ def run_supervised_folds(
     from cstp_cli.evaluation.reports import write_json
     from cstp_cli.evaluation.supervised import SupervisedConfig, run_supervised
 
+    settings.validate()  # settings built in Python are checked like layered ones
     encoder.check(allow_onnx=False)
     folds = settings.folds
     module, info = load_encoder_source(encoder.checkpoint, encoder.init, settings.backbone, settings.width, int(settings.seed))

@@ -174,6 +174,7 @@ def run_retrieval(
     from cstp_cli.evaluation.reports import write_json
     from cstp_cli.evaluation.sources import default_out, feature_encoder, open_data
 
+    settings.validate()  # settings built in Python are checked like layered ones
     s = settings
     encoder.check()
     ctx = ddp.init_distributed(s.device or "auto")  # torchrun: one rank per GPU; else one process
