@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cstp_cli.core.options import parse_size, parse_splits, positive_problem, size_problem, splits_problem
 from cstp_cli.core.settings import Settings, setting
