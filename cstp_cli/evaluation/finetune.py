@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from cstp_cli.evaluation.settings import FinetuneSettings
 from cstp_cli.evaluation.sources import EncoderSource, default_out, load_encoder_source, open_data
@@ -115,14 +115,7 @@ def run_supervised_folds(
     return SupervisedResult(mode=mode, rows=rows, out=out, results=out / "results.json", is_main=True)
 
 
-def run_finetune(
-    settings: FinetuneSettings,
-    encoder: EncoderSource,
-    data: str | None = None,
-    *,
-    resume: bool = False,
-    progress: bool = True,
-    log: Callable[[str], None] | None = None,
-) -> SupervisedResult:
-    """Fine-tune all layers on every fold of ``settings.split`` (METHOD §6); see :func:`run_supervised_folds`."""
-    return run_supervised_folds("finetune", settings, encoder, data, resume=resume, progress=progress, log=log)
+def run_finetune(settings: FinetuneSettings, encoder: EncoderSource, data: str | None = None, **options: Any) -> SupervisedResult:
+    """Fine-tune all layers on every fold of ``settings.split`` (METHOD §6); ``options``
+    (``resume``, ``progress``, ``log``) as for :func:`run_supervised_folds`."""
+    return run_supervised_folds("finetune", settings, encoder, data, **options)

@@ -8,7 +8,7 @@ first re-estimates the BatchNorm statistics on the training clips (issue 4's fai
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any
 
 from cstp_cli.evaluation.finetune import SupervisedResult, run_supervised_folds
 from cstp_cli.evaluation.settings import LinearSettings
@@ -17,15 +17,7 @@ from cstp_cli.evaluation.sources import EncoderSource
 __all__ = ["run_linear"]
 
 
-def run_linear(
-    settings: LinearSettings,
-    encoder: EncoderSource,
-    data: str | None = None,
-    *,
-    resume: bool = False,
-    progress: bool = True,
-    log: Callable[[str], None] | None = None,
-) -> SupervisedResult:
-    """Probe the frozen encoder on every fold of ``settings.split``; see
-    :func:`~cstp_cli.evaluation.finetune.run_supervised_folds` for the arguments."""
-    return run_supervised_folds("linear", settings, encoder, data, resume=resume, progress=progress, log=log)
+def run_linear(settings: LinearSettings, encoder: EncoderSource, data: str | None = None, **options: Any) -> SupervisedResult:
+    """Probe the frozen encoder on every fold of ``settings.split``; ``options`` (``resume``,
+    ``progress``, ``log``) as for :func:`~cstp_cli.evaluation.finetune.run_supervised_folds`."""
+    return run_supervised_folds("linear", settings, encoder, data, **options)
