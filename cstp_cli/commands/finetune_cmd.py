@@ -13,6 +13,7 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 
 from cstp_cli.core.settings import Extra, Settings, command
+from cstp_cli.evaluation.finetune import run_finetune  # light: torch is imported when a run starts
 from cstp_cli.evaluation.settings import FinetuneSettings, eval_preset_names
 
 
@@ -56,14 +57,8 @@ def supervised_command(kind: str, settings_cls: type[Settings], run: Callable[..
     return cmd
 
 
-def _run_finetune(*args: Any, **kwargs: Any) -> Any:
-    from cstp_cli.evaluation.finetune import run_finetune
-
-    return run_finetune(*args, **kwargs)
-
-
 finetune = supervised_command(
-    "finetune", FinetuneSettings, _run_finetune,
+    "finetune", FinetuneSettings, run_finetune,
     init_help="'random': train from scratch instead of a checkpoint.",
     doc="Fine-tune all layers on a labelled dataset; report video-level top-1/top-5 and clip accuracy.",
 )

@@ -6,22 +6,14 @@ Flags → :class:`~cstp_cli.evaluation.settings.LinearSettings` →
 
 from __future__ import annotations
 
-from typing import Any
-
 import typer
 
 from cstp_cli.commands.finetune_cmd import supervised_command
+from cstp_cli.evaluation.linear import run_linear
 from cstp_cli.evaluation.settings import LinearSettings
 
-
-def _run_linear(*args: Any, **kwargs: Any) -> Any:
-    from cstp_cli.evaluation.linear import run_linear
-
-    return run_linear(*args, **kwargs)
-
-
 linear = supervised_command(
-    "linear", LinearSettings, _run_linear,
+    "linear", LinearSettings, run_linear,
     init_help="'random': probe a random encoder (BN statistics re-estimated).",
     doc="Train a classifier on frozen features (backbone in eval mode, bit-identical afterwards).",
 )

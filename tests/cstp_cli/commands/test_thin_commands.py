@@ -50,3 +50,15 @@ def test_the_scan_sees_a_lazy_torch_import(tmp_path):
 
 def test_the_shared_supervised_module_is_gone():
     assert not (COMMANDS / "supervised_cli.py").exists()
+
+
+def test_loading_the_evaluation_commands_imports_neither_torch_nor_numpy():
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "for name in ('finetune_cmd', 'linear_cmd', 'retrieve_cmd', 'embed_cmd'):\n"
+            "    __import__('cstp_cli.commands.' + name)\n"
+            "print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
