@@ -30,32 +30,41 @@ from cstp_cli.core.checkpoint import encoder_checkpoint, load_checkpoint
 from cstp_cli.errors import CheckpointError, TrainingError, UsageError
 from cstp_cli.evaluation import protocols as ev
 from cstp_cli.evaluation.features import reestimate_bn
+from cstp_cli.evaluation.settings import FinetuneSettings
 from cstp_cli.evaluation.train_clips import TrainClipDataset, augment_training_clips, collate_train
 from cstp_cli.plans.clips import ClipSampler
 
 
+_D = FinetuneSettings  # the user-facing defaults are declared there, once
+
+
 @dataclass
 class SupervisedConfig:
-    """Settings of one fine-tune or linear-probe run (METHOD §6 defaults)."""
+    """The resolved settings of one fine-tune or linear-probe run (METHOD §6 defaults).
+
+    :class:`~cstp_cli.evaluation.settings.FinetuneSettings` declares what users set (and its
+    defaults are these); this adds what a run resolves (``frames``/``clip_size`` from the
+    encoder, ``augment`` as names) and the recipe's fixed constants.
+    """
 
     mode: str = "finetune"  # "finetune" | "linear"
-    epochs: int = 100
-    batch_size: int = 60
-    lr: float = 0.02
+    epochs: int = _D.epochs
+    batch_size: int = _D.batch_size
+    lr: float = _D.lr
     momentum: float = 0.9
-    weight_decay: float = 5e-4
-    plateau_patience: int = 10
+    weight_decay: float = _D.weight_decay
+    plateau_patience: int = _D.plateau_patience
     plateau_factor: float = 0.1
-    frames: int = 16
+    frames: int = 16  # --init random's; a checkpoint's own otherwise
     clip_size: int = 112
-    clip_pace: int = 4
-    test_clips: int = 10
-    head: str = "code"  # "code" (L2 → BN → Linear) | "fc"
+    clip_pace: int = _D.clip_pace
+    test_clips: int = _D.test_clips
+    head: str = _D.head  # "code" (L2 → BN → Linear) | "fc"
     augment: list[str] = field(default_factory=list)
     val_fraction: float = 0.1
-    seed: int = 0
-    workers: int = 2
-    device: str = "auto"
+    seed: int = _D.seed
+    workers: int = _D.workers
+    device: str = _D.device
     bn_reestimate: bool = False  # re-estimate BN statistics on train clips first (random-init probe)
 
     def validate(self) -> None:

@@ -134,3 +134,11 @@ def test_resume_continues_at_the_next_epoch(tmp_path):
     assert [h["epoch"] for h in resumed.history] == [1, 2]
     assert resumed.history[1]["train_loss"] == pytest.approx(full.history[1]["train_loss"], rel=1e-5)
 
+
+
+def test_run_config_defaults_are_the_declared_settings():
+    from cstp_cli.evaluation.settings import FinetuneSettings
+
+    declared, cfg = FinetuneSettings(), sv.SupervisedConfig()
+    shared = set(vars(cfg)) & set(FinetuneSettings.declared()) - {"frames", "clip_size", "augment"}
+    assert len(shared) >= 10 and all(getattr(cfg, k) == getattr(declared, k) for k in shared)
