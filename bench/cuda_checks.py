@@ -87,7 +87,7 @@ def check_pretrain(tmp: Path) -> Path:
 def check_features(ckpt: Path, tmp: Path) -> None:
     from cstp_cli.data.cache import CacheReader
     from cstp_cli.core.checkpoint import load_encoder
-    from cstp_cli.evaluation.protocols import torch_encoder, video_features
+    from cstp_cli.evaluation.features import torch_encoder, video_features
 
     reader = CacheReader(tmp / "c.h5")
     videos = np.arange(6)

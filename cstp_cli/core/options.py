@@ -67,6 +67,33 @@ def parse_sets(items: Sequence[str] | None) -> dict[str, dict[str, str]]:
     return out
 
 
+# --------------------------------------------------------------------------- setting checks
+# For ``setting(..., check=...)`` (cstp_cli.core.settings): a problem text, or None.
+
+
+def size_problem(value: Any) -> str | None:
+    """Why ``value`` is not a ``WxH`` frame size, or None."""
+    try:
+        parse_size(value)
+    except UsageError:
+        return f"expects WIDTHxHEIGHT such as 171x128, got {value!r}"
+    return None
+
+
+def splits_problem(value: Any) -> str | None:
+    """Why ``value`` is not a fold list such as ``1,2,3``, or None."""
+    try:
+        parse_splits(value)
+    except UsageError:
+        return f"expects fold numbers such as 1 or 1,2,3, got {value!r}"
+    return None
+
+
+def positive_problem(value: Any) -> str | None:
+    """Why ``value`` is not a positive number, or None."""
+    return None if value > 0 else f"must be positive, got {value}"
+
+
 def read_toml(path: str | Path) -> dict[str, Any]:
     """Parse a TOML file; one clear :class:`UsageError` line when it is missing or invalid."""
     path = Path(path)

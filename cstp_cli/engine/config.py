@@ -28,24 +28,14 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from cstp_cli.core.options import parse_size, read_toml
+from cstp_cli.core.options import positive_problem as _positive
+from cstp_cli.core.options import size_problem as _size_problem
 from cstp_cli.core.settings import Settings, setting
 from cstp_cli.errors import UsageError
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 #: The preset of a bare ``cstp pretrain`` (no DATA: the built-in synthetic dataset).
 BARE_PRESET = "cpu-synthetic"
-
-
-def _size_problem(value: Any) -> str | None:
-    try:
-        parse_size(value)
-    except UsageError:
-        return f"expects WIDTHxHEIGHT such as 171x128, got {value!r}"
-    return None
-
-
-def _positive(value: Any) -> str | None:
-    return None if value > 0 else f"must be positive, got {value}"
 
 
 def _fraction(value: Any) -> str | None:

@@ -4,7 +4,8 @@ Recipe (cstp defaults): SGD momentum 0.9, lr 0.02, weight decay 5e-4, batch 60, 
 lr ×0.1 when the validation loss stops improving; training clips of T frames at pace 4
 (``--clip-pace``; ``--augment pace`` draws the pace among the feasible 1, 2, 4, 8 instead),
 random-resized crop + horizontal flip + colour jitter (``--augment rot`` adds a random
-quarter turn), training only. Head: the authors' code's ``L2 → BN → Linear`` (flagged in
+quarter turn), training only — drawn as one-clip plans (:mod:`cstp_cli.plans.clips`) and
+applied by pretraining's device augmentation (:mod:`cstp_cli.evaluation.train_clips`). Head: the authors' code's ``L2 → BN → Linear`` (flagged in
 METHOD §6; ``head="fc"`` gives the paper's plain linear layer). Validation: 10 % of the
 train split, stratified by class, videos of one UCF group kept together; the test split is
 never looked at until the end. Test: 10 uniformly spaced clips at the clip pace, centre
@@ -13,12 +14,11 @@ crop, mean of softmax (video level) and per-clip accuracy (clip level).
 The linear probe is the same loop with the backbone frozen and in eval mode.
 
 Randomness follows METHOD §0: the clip of sample i in epoch e is drawn from
-``np.random.default_rng([seed, e, i])``, the epoch's order from ``(seed, e)``.
+``plan_rng(seed, e, i)``, the epoch's order from ``epoch_order(seed, e)``.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,37 +26,45 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from cstp_cli.evaluation import protocols as ev
 from cstp_cli.core.checkpoint import encoder_checkpoint, load_checkpoint
 from cstp_cli.errors import CheckpointError, TrainingError, UsageError
+from cstp_cli.evaluation import protocols as ev
+from cstp_cli.evaluation.features import reestimate_bn
+from cstp_cli.evaluation.settings import FinetuneSettings
+from cstp_cli.evaluation.train_clips import TrainClipDataset, augment_training_clips, collate_train
+from cstp_cli.plans.clips import ClipSampler
 
-PACES = (1, 2, 4, 8)
-AUGMENTS = ("pace", "rot")
+
+_D = FinetuneSettings  # the user-facing defaults are declared there, once
 
 
 @dataclass
 class SupervisedConfig:
-    """Settings of one fine-tune or linear-probe run (METHOD §6 defaults)."""
+    """The resolved settings of one fine-tune or linear-probe run (METHOD §6 defaults).
+
+    :class:`~cstp_cli.evaluation.settings.FinetuneSettings` declares what users set (and its
+    defaults are these); this adds what a run resolves (``frames``/``clip_size`` from the
+    encoder, ``augment`` as names) and the recipe's fixed constants.
+    """
 
     mode: str = "finetune"  # "finetune" | "linear"
-    epochs: int = 100
-    batch_size: int = 60
-    lr: float = 0.02
+    epochs: int = _D.epochs
+    batch_size: int = _D.batch_size
+    lr: float = _D.lr
     momentum: float = 0.9
-    weight_decay: float = 5e-4
-    plateau_patience: int = 10
+    weight_decay: float = _D.weight_decay
+    plateau_patience: int = _D.plateau_patience
     plateau_factor: float = 0.1
-    frames: int = 16
+    frames: int = 16  # --init random's; a checkpoint's own otherwise
     clip_size: int = 112
-    clip_pace: int = 4
-    test_clips: int = 10
-    head: str = "code"  # "code" (L2 → BN → Linear) | "fc"
+    clip_pace: int = _D.clip_pace
+    test_clips: int = _D.test_clips
+    head: str = _D.head  # "code" (L2 → BN → Linear) | "fc"
     augment: list[str] = field(default_factory=list)
     val_fraction: float = 0.1
-    seed: int = 0
-    workers: int = 2
-    device: str = "auto"
-    jitter_p: float = 0.8
+    seed: int = _D.seed
+    workers: int = _D.workers
+    device: str = _D.device
     bn_reestimate: bool = False  # re-estimate BN statistics on train clips first (random-init probe)
 
     def validate(self) -> None:
@@ -64,13 +72,11 @@ class SupervisedConfig:
             raise UsageError(f"unknown mode {self.mode!r}")
         if self.head not in ("code", "fc"):
             raise UsageError(f"--head must be code or fc, got {self.head!r}")
-        bad = [a for a in self.augment if a not in AUGMENTS]
-        if bad:
-            raise UsageError(f"--augment accepts {', '.join(AUGMENTS)}; got {bad[0]!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise UsageError("--epochs and --batch-size must be >= 1 and --lr > 0")
         if self.clip_pace < 1 or self.frames < 1 or self.clip_size < 8:
             raise UsageError("--clip-pace and --frames must be >= 1, --clip-size >= 8")
+        ClipSampler(self.frames, self.clip_pace, self.augment)  # refuses an unknown --augment
 
 
 # --------------------------------------------------------------------------- validation split
@@ -173,167 +179,6 @@ class Classifier:
                 y = self.backbone(x)
             return self.head(y.float())
         return self.head(self.backbone(x).float())
-
-
-# --------------------------------------------------------------------------- training clips
-
-
-def random_box(W: int, H: int, rng: np.random.Generator) -> np.ndarray:
-    """Random-resized-crop box ``int64[4]`` (x, y, w, h): area U[0.2, 1]·W·H, aspect log-uniform
-    in [3/4, 4/3], w/h swapped with p ½, up to 10 tries, else the largest centred square (METHOD §2.3)."""
-    for _ in range(10):
-        area = rng.uniform(0.2, 1.0) * W * H
-        aspect = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
-        w, h = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
-        if rng.random() < 0.5:
-            w, h = h, w
-        if 1 <= w <= W and 1 <= h <= H:
-            x, y = int(rng.integers(0, W - w + 1)), int(rng.integers(0, H - h + 1))
-            return np.array([x, y, w, h], dtype=np.int64)
-    s = min(W, H)
-    return np.array([(W - s) // 2, (H - s) // 2, s, s], dtype=np.int64)
-
-
-def train_clip_indices(num_frames: int, T: int, pace: int, rng: np.random.Generator) -> np.ndarray:
-    """``int64[T]`` frames of a training clip at ``pace``: uniform start; a short video loops."""
-    steps = pace * np.arange(T, dtype=np.int64)
-    span = (T - 1) * pace + 1
-    if num_frames < span:
-        return steps % num_frames
-    return int(rng.integers(0, num_frames - span + 1)) + steps
-
-
-def draw_clip(num_frames: int, frame_wh: tuple[int, int], cfg: SupervisedConfig, rng: np.random.Generator) -> dict:
-    """The plan of one training clip (pure NumPy): frame indices, box, flip, rot90, jitter."""
-    T = cfg.frames
-    pace = cfg.clip_pace
-    if "pace" in cfg.augment:
-        fits = [p for p in PACES if (T - 1) * p + 1 <= num_frames] or [1]
-        pace = int(fits[rng.integers(len(fits))])
-    idx = train_clip_indices(num_frames, T, pace, rng)
-    box = random_box(int(frame_wh[0]), int(frame_wh[1]), rng)
-    flip = bool(rng.random() < 0.5)
-    rot = int(rng.integers(4)) if "rot" in cfg.augment else 0
-    jitter = bool(rng.random() < cfg.jitter_p)
-    factors = np.array(
-        [rng.uniform(0.6, 1.4), rng.uniform(0.6, 1.4), rng.uniform(0.6, 1.4), rng.uniform(-0.1, 0.1)], dtype=np.float32
-    )
-    order = rng.permutation(4).astype(np.int64)
-    return {"idx": idx, "box": box, "flip": flip, "rot90": rot, "jitter": jitter, "factors": factors, "order": order}
-
-
-class TrainClipDataset:
-    """Training clips for fine-tuning (a map-style dataset, epoch-aware via :meth:`set_epoch`).
-
-    Item i of epoch e: ``(frames uint8[T, H, W, 3], plan arrays, label)`` of video
-    ``videos[perm_e[i]]`` with ``perm_e`` drawn from ``(seed, e)`` and the clip from
-    ``(seed, e, i)`` (METHOD §0), so batches do not depend on the worker count.
-    """
-
-    def __init__(self, reader: Any, videos: np.ndarray, labels: np.ndarray, cfg: SupervisedConfig):
-        self.reader, self.videos, self.labels, self.cfg = reader, np.asarray(videos), np.asarray(labels), cfg
-        self.num_frames = np.asarray(reader.num_frames, dtype=np.int64)
-        self.frame_wh = tuple(int(v) for v in reader.frame_wh)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return int(self.videos.size)
-
-    def __getitem__(self, i: int) -> tuple:
-        perm = np.random.default_rng([self.cfg.seed, self.epoch]).permutation(self.videos.size)
-        v = int(self.videos[perm[i]])
-        plan = draw_clip(int(self.num_frames[v]), self.frame_wh, self.cfg, np.random.default_rng([self.cfg.seed, self.epoch, i]))
-        unique, inverse = np.unique(plan["idx"], return_inverse=True)
-        frames = np.asarray(self.reader.read(v, unique))[inverse]
-        arrays = (plan["box"], np.array([plan["flip"], plan["jitter"]]), np.int64(plan["rot90"]), plan["factors"], plan["order"])
-        return frames, arrays, int(self.labels[perm[i]])
-
-
-def _collate_train(items: list) -> tuple:
-    import torch
-
-    frames = torch.from_numpy(np.stack([it[0] for it in items]))
-    box = torch.from_numpy(np.stack([it[1][0] for it in items]))
-    flags = torch.from_numpy(np.stack([it[1][1] for it in items]))
-    rot = torch.as_tensor([int(it[1][2]) for it in items])
-    factors = torch.from_numpy(np.stack([it[1][3] for it in items]))
-    order = torch.from_numpy(np.stack([it[1][4] for it in items]))
-    labels = torch.as_tensor([it[2] for it in items], dtype=torch.int64)
-    return frames, (box, flags, rot, factors, order), labels
-
-
-def _gray(x: Any) -> Any:
-    return (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
-
-
-def _hue_shift(x: Any, shift: Any) -> Any:
-    """Rotate hue by ``shift`` (fraction of a turn) in YIQ space; x ``[B, 3, T, S, S]`` in [0, 1]."""
-    import torch
-
-    y = 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
-    i = 0.596 * x[:, 0] - 0.274 * x[:, 1] - 0.322 * x[:, 2]
-    q = 0.211 * x[:, 0] - 0.523 * x[:, 1] + 0.312 * x[:, 2]
-    a = (2 * math.pi * shift).view(-1, 1, 1, 1)
-    i2, q2 = i * torch.cos(a) - q * torch.sin(a), i * torch.sin(a) + q * torch.cos(a)
-    r = y + 0.956 * i2 + 0.621 * q2
-    g = y - 0.272 * i2 - 0.647 * q2
-    b = y - 1.106 * i2 + 1.703 * q2
-    return torch.stack([r, g, b], dim=1)
-
-
-def augment_clips(frames: Any, plans: tuple, size: int, device: Any) -> Any:
-    """Apply training plans on the device in a few batched ops.
-
-    Crop + resize + flip in one ``affine_grid``/``grid_sample``; colour jitter (brightness,
-    contrast, saturation, hue; one draw per clip, shared by its frames, in the drawn order);
-    quarter turns after resizing (METHOD §2.4); normalisation ``x/255·2 − 1``.
-
-    Args:
-        frames: ``uint8[B, T, H, W, 3]``.
-        plans: ``(box int64[B,4], flags bool[B,2] (flip, jitter), rot int64[B], factors float[B,4], order int64[B,4])``.
-
-    Returns:
-        ``float32[B, 3, T, size, size]``.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    box, flags, rot, factors, order = (p.to(device) for p in plans)
-    x = frames.to(device, non_blocking=True)
-    B, T, H, W, _ = x.shape
-    x = x.permute(0, 4, 1, 2, 3).float().div_(255.0)  # B,3,T,H,W
-    bx, by, bw, bh = (box[:, k].float() for k in range(4))
-    sx, sy = bw / W, bh / H
-    cx, cy = (2 * bx + bw) / W - 1, (2 * by + bh) / H - 1
-    sx = torch.where(flags[:, 0], -sx, sx)
-    theta = torch.zeros(B, 2, 3, device=device)
-    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = sx, cx, sy, cy
-    grid = F.affine_grid(theta, (B, 3 * T, size, size), align_corners=False)
-    x = F.grid_sample(x.reshape(B, 3 * T, H, W), grid, mode="bilinear", padding_mode="border", align_corners=False)
-    x = x.reshape(B, 3, T, size, size)
-    jit = flags[:, 1].view(-1, 1, 1, 1, 1)
-    out = x
-    for step in range(4):
-        kind = order[:, step]
-        f = factors.gather(1, kind.view(-1, 1)).view(-1, 1, 1, 1, 1)
-        bright = out * f
-        mean = _gray(out).mean(dim=(2, 3, 4), keepdim=True)
-        contrast = (out - mean) * f + mean
-        g = _gray(out)
-        sat = (out - g) * f + g
-        hue = _hue_shift(out, f.view(-1))
-        k = kind.view(-1, 1, 1, 1, 1)
-        new = torch.where(k == 0, bright, torch.where(k == 1, contrast, torch.where(k == 2, sat, hue)))
-        out = torch.where(jit, new, out).clamp_(0, 1)
-    x = out
-    if bool((rot != 0).any()):
-        x = torch.stack([torch.rot90(x[b], int(rot[b]), dims=(2, 3)) for b in range(B)])
-    return x * 2.0 - 1.0
-
-
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -453,7 +298,7 @@ def run_supervised(
     log(f"split {fold}: {train.size} train, {val.size} validation (carved from train), {test.size} test videos")
 
     if cfg.bn_reestimate and not (resume and last.is_file()):
-        ev.reestimate_bn(backbone, reader, train, device=device, T=cfg.frames, stride=cfg.clip_pace,
+        reestimate_bn(backbone, reader, train, device=device, T=cfg.frames, stride=cfg.clip_pace,
                          size=cfg.clip_size, batch_videos=max(1, cfg.batch_size // cfg.test_clips), workers=cfg.workers)
     head = build_head(int(info["feature_dim"]), num_classes, cfg.head)
     model = Classifier(backbone, head, frozen=cfg.mode == "linear").to(device)
@@ -467,7 +312,8 @@ def run_supervised(
         log(f"no checkpoint at {last}: split {fold} starts from epoch 1")
     net = ddp.wrap_for_ddp(ddp.CallModule(model.modules, model), ctx)  # the model itself in one process
 
-    data = TrainClipDataset(reader, train, labels_all[train], cfg)
+    sampler = ClipSampler(cfg.frames, cfg.clip_pace, cfg.augment)
+    data = TrainClipDataset(reader, train, labels_all[train], sampler, cfg.seed)
     for epoch in range(start_epoch, cfg.epochs):
         data.set_epoch(epoch)
         stats = _train_epoch(model, net, data, opt, cfg, device, ctx, progress_factory, f"{cfg.mode} split {fold} epoch {epoch + 1}/{cfg.epochs}")
@@ -516,7 +362,7 @@ def _train_epoch(model: Classifier, net: Any, data: TrainClipDataset, opt: Any, 
 
     batches = ddp.ShardedBatchSampler(range(len(data)), cfg.batch_size, ctx.rank, ctx.world_size, drop_last=len(data) > cfg.batch_size)
     loader = torch.utils.data.DataLoader(
-        data, batch_sampler=batches, num_workers=max(0, cfg.workers), collate_fn=_collate_train,
+        data, batch_sampler=batches, num_workers=max(0, cfg.workers), collate_fn=collate_train,
         pin_memory=str(device).startswith("cuda"),
     )
     model.train(True)
@@ -525,7 +371,7 @@ def _train_epoch(model: Classifier, net: Any, data: TrainClipDataset, opt: Any, 
     bar = progress_factory(used, desc) if progress_factory else None
     total, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
     for frames, plans, labels in loader:
-        clips = augment_clips(frames, plans, cfg.clip_size, device)
+        clips = augment_training_clips(frames, plans, cfg.clip_size, device)
         labels = labels.to(device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
             logits = net(clips)

@@ -117,19 +117,6 @@ def test_retrieve_with_onnx_gives_the_pytorch_recalls(toy_eval_cache, tiny_check
     assert np.allclose(np.load(dest)["features"], np.load(tmp_path / "g.npz")["features"], atol=1e-4)
 
 
-def test_every_evaluation_preset_loads_for_every_command():
-    from cstp_cli.commands.embed_cmd import EMBED_DEFAULTS  # noqa: F401 - import check
-    from cstp_cli.commands.finetune_cmd import SUPERVISED_DEFAULTS, eval_preset_names, load_settings
-    from cstp_cli.commands.retrieve_cmd import RETRIEVE_DEFAULTS
-
-    names = eval_preset_names()
-    assert {"ucf101-r21d-byol", "ucf101-c3d-byol", "k400-r21d-byol"} <= set(names)
-    for name in names:
-        assert load_settings("finetune", SUPERVISED_DEFAULTS, name, None, {})["split"] == "1,2,3"
-        assert load_settings("linear", SUPERVISED_DEFAULTS, name, None, {"lr": 0.5})["lr"] == 0.5  # flags win
-        assert load_settings("retrieve", RETRIEVE_DEFAULTS, name, None, {})["clip_l2"] is True
-
-
 def test_an_unknown_setting_in_a_config_is_refused(tmp_path, toy_eval_cache, capsys):
     cfg = tmp_path / "c.toml"
     cfg.write_text("[retrieve]\nstrid = 2\n")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cstp_cli.core.options import format_size, parse_sets, parse_size, parse_splits, read_toml
+from cstp_cli.core.options import (format_size, parse_sets, parse_size, parse_splits, positive_problem, read_toml,
+                                   size_problem, splits_problem)
 from cstp_cli.errors import UsageError
 
 
@@ -70,3 +71,9 @@ def test_read_toml_gives_one_line_for_invalid_toml(tmp_path):
 def test_read_toml_refuses_a_folder(tmp_path):
     with pytest.raises(UsageError, match="is a folder"):
         read_toml(tmp_path)
+
+
+def test_setting_checks_name_the_problem_or_pass():
+    assert size_problem("171x128") is None and "WIDTHxHEIGHT" in size_problem("big")
+    assert splits_problem("1,2,3") is None and splits_problem(2) is None and "fold numbers" in splits_problem("1,x")
+    assert positive_problem(0.1) is None and "positive" in positive_problem(0)

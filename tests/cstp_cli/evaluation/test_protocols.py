@@ -1,6 +1,9 @@
-"""Evaluation protocols (METHOD §6 test, §7 retrieval): clip positions, aggregation, retrieval metrics."""
+"""Evaluation protocols (METHOD §6 test, §7 retrieval): clip positions, datasets, aggregation, errors."""
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,28 +12,10 @@ import torch
 from cstp_cli.evaluation import protocols as ev
 from cstp_cli.errors import DataError
 
+sys.path.insert(0, str(Path(__file__).parent))
+from mem_reader import MemReader  # noqa: E402
+
 torch.set_num_threads(1)
-
-
-class MemReader:
-    """An in-memory stand-in of CacheReader: frame t of video v has value (v * 10 + t) % 256."""
-
-    def __init__(self, num_frames, labels, wh=(20, 16), splits=None):
-        self.num_frames = np.asarray(num_frames, dtype=np.int64)
-        self.labels = np.asarray(labels, dtype=np.int64)
-        self.frame_wh = wh
-        self.folds = [1]
-        self._splits = splits or {}
-
-    def split(self, fold, which):
-        return np.asarray(self._splits.get(which, []), dtype=np.int64)
-
-    def read(self, video, idx):
-        idx = np.asarray(idx)
-        assert idx.min() >= 0 and idx.max() < self.num_frames[video]
-        w, h = self.frame_wh
-        vals = (video * 10 + idx) % 256
-        return np.broadcast_to(vals[:, None, None, None], (idx.size, h, w, 3)).astype(np.uint8)
 
 
 # --------------------------------------------------------------------------- clip positions
@@ -103,48 +88,6 @@ def test_dataset_reads_the_clip_frames_of_its_video():
     assert frames[:, :, 0, 0, 0].tolist() == ds.indices(0).tolist()
 
 
-class _Fixed(torch.nn.Module):
-    """Feature = mean intensity per clip, repeated in two dims scaled differently."""
-
-    feature_dim = 2
-
-    def forward(self, x):
-        m = x.mean(dim=(1, 2, 3, 4))
-        return torch.stack([m + 2, 3 * (m + 2)], dim=1)
-
-    def features(self, x):
-        return x[:, :2, :, :4, :4]
-
-
-def _features(reader, videos, **kw):
-    enc = ev.torch_encoder(_Fixed(), "cpu")
-    return ev.video_features(enc, reader, np.asarray(videos), T=2, stride=1, num_clips=3, size=8, workers=0, **kw)
-
-
-def test_clip_l2_normalises_before_the_mean():
-    reader = MemReader([30, 30], [0, 1])
-    on = _features(reader, [0, 1])
-    off = _features(reader, [0, 1], clip_l2=False)
-    assert np.allclose(np.linalg.norm(on, axis=1), 1.0, atol=1e-5)  # equal directions: norm stays 1
-    assert not np.allclose(np.linalg.norm(off, axis=1), 1.0)
-
-
-def test_conv5_layer_is_max_pooled_and_flattened():
-    reader = MemReader([30], [0])
-    f = _features(reader, [0], layer="conv5")
-    assert f.shape == (1, 2 * 2 * 2 * 2)  # C=2, t=2, 4x4 pooled (1,2,2) to 2x2
-
-
-def test_reestimate_bn_changes_statistics_not_weights():
-    net = torch.nn.Sequential(torch.nn.Conv3d(3, 4, 1), torch.nn.BatchNorm3d(4), torch.nn.AdaptiveAvgPool3d(1), torch.nn.Flatten())
-    before = {k: v.clone() for k, v in net.state_dict().items()}
-    ev.reestimate_bn(net, MemReader([30, 30], [0, 1]), np.array([0, 1]), device="cpu", T=2, num_clips=2, size=8, workers=0)
-    after = net.state_dict()
-    assert torch.equal(before["0.weight"], after["0.weight"]) and torch.equal(before["1.weight"], after["1.weight"])
-    assert not torch.equal(before["1.running_mean"], after["1.running_mean"])
-    assert not net.training
-
-
 # --------------------------------------------------------------------------- aggregation
 
 
@@ -162,58 +105,6 @@ def test_topk_accuracy_counts_hits():
     acc = ev.topk_accuracy(scores, torch.tensor([1, 1, 0]), ks=(1, 2))
     assert acc["top1"] == pytest.approx(100 / 3)
     assert acc["top2"] == pytest.approx(200 / 3)
-
-
-# --------------------------------------------------------------------------- retrieval
-
-
-def test_gallery_as_its_own_query_has_recall_at_1_of_100():
-    rng = np.random.default_rng(0)
-    g = rng.normal(size=(50, 16))
-    labels = rng.integers(0, 5, 50)
-    rec, _, top = ev.retrieval_report(g, g, labels, labels)
-    assert rec["R@1"] == 100.0
-    assert np.array_equal(top[:, 0], np.arange(50))
-
-
-def test_recall_is_monotone_in_k():
-    rng = np.random.default_rng(1)
-    q, g = rng.normal(size=(40, 8)), rng.normal(size=(200, 8))
-    rec, _, _ = ev.retrieval_report(q, g, rng.integers(0, 10, 40), rng.integers(0, 10, 200))
-    values = [rec[f"R@{k}"] for k in ev.RECALL_KS]
-    assert values == sorted(values)
-    assert values[0] < 100.0
-
-
-def test_ties_rank_the_lower_gallery_index_first():
-    g = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [2.0, 0.0]])  # 0, 2, 3 tie (cosine 1)
-    _, idx = ev.running_topk(np.array([[1.0, 0.0]]), g, 3, gallery_chunk=2)
-    assert idx[0].tolist() == [0, 2, 3]
-
-
-def test_chunked_topk_equals_full_topk():
-    rng = np.random.default_rng(2)
-    q = rng.integers(-3, 4, size=(37, 6)).astype(np.float64)  # small integers: many exact ties
-    g = rng.integers(-3, 4, size=(211, 6)).astype(np.float64)
-    s_full, i_full = ev.running_topk(q, g, 20, query_chunk=1000, gallery_chunk=10_000)
-    s_chunk, i_chunk = ev.running_topk(q, g, 20, query_chunk=5, gallery_chunk=13)
-    assert np.array_equal(i_full, i_chunk) and np.array_equal(s_full, s_chunk)
-    qn, gn = q / np.linalg.norm(q, axis=1, keepdims=True), g / np.linalg.norm(g, axis=1, keepdims=True)
-    ref = -np.sort(-(qn @ gn.T), axis=1)[:, :20]
-    assert np.allclose(s_full, ref, rtol=1e-7, atol=1e-7)  # the 20 best scores, best first
-    ties = s_full[:, 1:] == s_full[:, :-1]
-    assert ties.any() and np.all(i_full[:, 1:][ties] > i_full[:, :-1][ties])  # equal scores: lower index first
-
-
-def test_topk_is_cut_at_the_gallery_size():
-    s, i = ev.running_topk(np.ones((2, 3)), np.eye(3), 50)
-    assert i.shape == (2, 3)
-
-
-def test_recall_hit_rule_uses_any_of_top_k():
-    top = np.array([[3, 1, 2], [0, 1, 2]])
-    rec = ev.recall_at_k(top, np.array([1, 9]), np.array([0, 1, 2, 3]), ks=(1, 2, 3))
-    assert rec == {"R@1": 0.0, "R@2": 50.0, "R@3": 50.0}
 
 
 # --------------------------------------------------------------------------- errors

@@ -1,4 +1,7 @@
-"""Fine-tuning and the linear probe (METHOD §6): validation carving, head, clips, frozen backbone, resume."""
+"""Fine-tuning and the linear probe (METHOD §6): validation carving, head, frozen backbone, resume.
+
+The training clips are tested in tests/cstp_cli/plans/test_clips.py (plans) and
+test_train_clips.py (pixels, against torchvision)."""
 
 from __future__ import annotations
 
@@ -78,7 +81,7 @@ def test_validation_without_groups_still_stratifies():
     assert np.bincount(labels[val]).tolist() == [2, 2]
 
 
-# --------------------------------------------------------------------------- head and clips
+# --------------------------------------------------------------------------- head
 
 
 def test_code_head_is_l2_then_bn_then_linear():
@@ -92,50 +95,6 @@ def test_code_head_is_l2_then_bn_then_linear():
 def test_fc_head_is_one_linear_layer():
     head = sv.build_head(8, 3, "fc")
     assert [type(m).__name__ for m in head] == ["Linear"]
-
-
-def test_training_clips_are_at_the_clip_pace_and_deterministic():
-    cfg = _cfg(frames=16, clip_pace=4)
-    a = sv.draw_clip(200, (171, 128), cfg, np.random.default_rng([0, 1, 2]))
-    b = sv.draw_clip(200, (171, 128), cfg, np.random.default_rng([0, 1, 2]))
-    assert np.all(np.diff(a["idx"]) == 4) and a["idx"].max() < 200
-    assert np.array_equal(a["idx"], b["idx"]) and np.array_equal(a["box"], b["box"]) and a["rot90"] == 0
-
-
-def test_pace_augmentation_draws_only_feasible_paces():
-    cfg = _cfg(frames=16, augment=["pace"])
-    paces = {int(np.diff(sv.draw_clip(40, (171, 128), cfg, np.random.default_rng(i))["idx"])[0]) for i in range(60)}
-    assert paces == {1, 2}  # 4 and 8 need 61 and 121 frames
-
-
-def test_rotation_augmentation_draws_all_quarter_turns():
-    cfg = _cfg(augment=["rot"])
-    rots = {sv.draw_clip(40, (171, 128), cfg, np.random.default_rng(i))["rot90"] for i in range(60)}
-    assert rots == {0, 1, 2, 3}
-
-
-def test_random_box_is_inside_the_frame():
-    rng = np.random.default_rng(0)
-    for _ in range(200):
-        x, y, w, h = sv.random_box(171, 128, rng)
-        assert 0 <= x and 0 <= y and x + w <= 171 and y + h <= 128 and w > 0 and h > 0
-
-
-def test_full_box_without_jitter_is_a_plain_resize():
-    frames = torch.randint(0, 256, (1, 2, 16, 16, 3), dtype=torch.uint8)
-    plans = (torch.tensor([[0, 0, 16, 16]]), torch.tensor([[False, False]]), torch.tensor([0]),
-             torch.ones(1, 4), torch.arange(4)[None])
-    x = sv.augment_clips(frames, plans, 16, "cpu")
-    expected = frames.permute(0, 4, 1, 2, 3).float() / 255 * 2 - 1
-    assert torch.allclose(x, expected, atol=1e-5)
-
-
-def test_flip_mirrors_the_clip():
-    frames = torch.randint(0, 256, (1, 2, 16, 16, 3), dtype=torch.uint8)
-    plans = lambda flip: (torch.tensor([[0, 0, 16, 16]]), torch.tensor([[flip, False]]), torch.tensor([0]),  # noqa: E731
-                          torch.ones(1, 4), torch.arange(4)[None])
-    a, b = sv.augment_clips(frames, plans(False), 16, "cpu"), sv.augment_clips(frames, plans(True), 16, "cpu")
-    assert torch.allclose(a.flip(-1), b, atol=1e-5)
 
 
 # --------------------------------------------------------------------------- runs
@@ -175,3 +134,11 @@ def test_resume_continues_at_the_next_epoch(tmp_path):
     assert [h["epoch"] for h in resumed.history] == [1, 2]
     assert resumed.history[1]["train_loss"] == pytest.approx(full.history[1]["train_loss"], rel=1e-5)
 
+
+
+def test_run_config_defaults_are_the_declared_settings():
+    from cstp_cli.evaluation.settings import FinetuneSettings
+
+    declared, cfg = FinetuneSettings(), sv.SupervisedConfig()
+    shared = set(vars(cfg)) & set(FinetuneSettings.declared()) - {"frames", "clip_size", "augment"}
+    assert len(shared) >= 10 and all(getattr(cfg, k) == getattr(declared, k) for k in shared)

@@ -1,4 +1,4 @@
-"""The shared Typer signature of ``cstp finetune`` and ``cstp linear`` and the evaluation help texts."""
+"""The shared Typer options of ``cstp finetune`` and ``cstp linear`` and the evaluation help texts."""
 
 import inspect
 
