@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import re
+import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -157,6 +158,16 @@ def encoder_for(codec: Codec) -> "JpegEncoder | None":
 
 _TV_CPU: "bool | None" = None
 
+# torchvision 0.29 announces that its image codecs move to TorchCodec; until cstp depends on
+# TorchCodec that notice would repeat in every loader worker, so it is silenced (this one only).
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision", category=DeprecationWarning)
+
+
+def _writable(b: Any) -> np.ndarray:
+    """A blob as a C-contiguous uint8 array torch may wrap (memory-mapped bytes are copied)."""
+    a = np.frombuffer(b, np.uint8) if isinstance(b, (bytes, bytearray, memoryview)) else np.asarray(b, np.uint8)
+    return a if a.flags.writeable and a.flags.c_contiguous else a.copy()
+
 
 def _torchvision_cpu() -> bool:
     """True when torchvision can decode JPEG on the CPU here (checked once per process)."""
@@ -189,7 +200,7 @@ def decode_cpu(blobs: Sequence[Any], out: np.ndarray, where: str = "") -> np.nda
             import torch
             from torchvision.io import ImageReadMode, decode_jpeg
 
-            tensors = [torch.from_numpy(np.ascontiguousarray(np.frombuffer(b, np.uint8) if isinstance(b, bytes) else b)) for b in blobs]
+            tensors = [torch.from_numpy(_writable(b)) for b in blobs]
             decoded = decode_jpeg(tensors, mode=ImageReadMode.RGB)
             target = torch.from_numpy(out)
             for i, img in enumerate(decoded):
