@@ -53,8 +53,9 @@ def codec_summary(r: CacheReader) -> dict[str, Any]:
     and the PSNR vs raw of the frames decoded back at build (jpeg; ``None`` for raw)."""
     w, h = r.frame_wh
     raw = w * h * 3
-    if r.codec.is_raw:
-        stored = int(os.path.getsize(r.path)) / max(r.total_frames, 1)
+    if r.codec.is_raw:  # stored bytes: smaller than raw for an lzf cache
+        with h5py.File(r.path, "r") as f:
+            stored = int(f["frames"].id.get_storage_size()) / max(r.total_frames, 1)
         return {"codec": "raw", "bytes_per_frame": round(stored, 1), "raw_bytes_per_frame": raw, "psnr_db": None}
     with h5py.File(r.path, "r") as f:
         nbytes = int(f["jpeg/data"].shape[0])

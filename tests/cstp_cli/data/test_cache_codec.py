@@ -107,6 +107,7 @@ def test_jpeg_cache_is_version_2_and_a_raw_cache_stays_version_1(tmp_path, jpeg_
     with h5py.File(jpeg_cache, "r") as f:
         assert f.attrs["format_version"] == 2 and f.attrs["codec"] == "jpeg" and "frames" not in f
     assert CacheReader(raw).codec.is_raw
+    assert cache_info(raw)["codec"] == {"codec": "raw", "bytes_per_frame": 40 * 32 * 3, "raw_bytes_per_frame": 40 * 32 * 3, "psnr_db": None}
 
 
 def test_jpeg_cache_has_its_own_keyed_name():
