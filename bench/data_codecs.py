@@ -146,7 +146,7 @@ def codec_rows(sets: list[tuple[str, Path]], work: Path, size, codecs: list[str]
             reader = CacheReader(path)
             frames_n = int(reader.total_frames)
             bpf = stored_bytes(reader) / frames_n
-            fetch = lambda v, idx, out, r=reader: r.read_pair(v, idx, out=out)  # noqa: E731
+            fetch = lambda v, idx, out, r=reader: r.read_pair(v, idx, out=out)
             run_loader(fetch, sample, reader, min(100, pairs), batch, seed=2)  # warm-up
             _, per_cpu, _ = run_loader(fetch, sample, reader, pairs, batch, seed=3)
             decoded = all_frames(reader)

@@ -16,8 +16,9 @@ from __future__ import annotations
 import os
 import queue
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,7 +68,7 @@ class EncodedBatch:
         self.inverse = torch.from_numpy(np.concatenate(inverse) if inverse else np.zeros(0, np.int64))
         self.shape = (len(pairs), *pairs[0].shape) if pairs else (0,)
 
-    def pin_memory(self, device: Any = None) -> "EncodedBatch":
+    def pin_memory(self, device: Any = None) -> EncodedBatch:
         self.data = self.data.pin_memory()
         return self
 
@@ -136,12 +137,12 @@ class DevicePrefetcher:
             for frames, batch in self.iterator:
                 if not self._put(self._convert(frames, batch)):
                     return
-        except BaseException as exc:  # handed to the consumer, raised there
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
             self._put(exc)
             return
         self._put(self._END)
 
-    def __iter__(self) -> "DevicePrefetcher":
+    def __iter__(self) -> DevicePrefetcher:
         return self
 
     def __next__(self) -> tuple[Any, Any]:

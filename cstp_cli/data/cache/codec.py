@@ -20,23 +20,24 @@ from __future__ import annotations
 import io
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from cstp_cli.errors import CacheError, UsageError
 
 __all__ = [
-    "Codec",
-    "RAW",
     "DEFAULT_JPEG_QUALITY",
+    "RAW",
+    "Codec",
     "EncodedFrames",
-    "parse_codec",
-    "encode_jpeg",
     "decode_cpu",
     "decode_device",
     "device_decode_available",
+    "encode_jpeg",
+    "parse_codec",
     "psnr",
 ]
 
@@ -68,7 +69,7 @@ class Codec:
 RAW = Codec()
 
 
-def parse_codec(text: "str | Codec | None") -> Codec:
+def parse_codec(text: str | Codec | None) -> Codec:
     """``raw`` | ``jpeg`` | ``jpeg:QUALITY`` (1–100, default :data:`DEFAULT_JPEG_QUALITY`)
     → :class:`Codec`; anything else is a :class:`UsageError` naming what is accepted."""
     if isinstance(text, Codec):
@@ -151,12 +152,12 @@ class JpegEncoder:
         return enc
 
 
-def encoder_for(codec: Codec) -> "JpegEncoder | None":
+def encoder_for(codec: Codec) -> JpegEncoder | None:
     """The worker-side encoder of ``codec`` (None for raw)."""
     return None if codec.is_raw else JpegEncoder(codec.quality)
 
 
-_TV_CPU: "bool | None" = None
+_TV_CPU: bool | None = None
 
 # torchvision 0.29 announces that its image codecs move to TorchCodec; until cstp depends on
 # TorchCodec that notice would repeat in every loader worker, so it is silenced (this one only).
@@ -180,7 +181,7 @@ def _torchvision_cpu() -> bool:
             probe = encode_jpeg(np.zeros((1, 8, 8, 3), np.uint8)).data
             decode_jpeg(torch.from_numpy(probe))
             _TV_CPU = True
-        except Exception:  # no torchvision, or built without libjpeg: PIL decodes
+        except Exception:  # noqa: BLE001 - no torchvision, or built without libjpeg: PIL decodes
             _TV_CPU = False
     return _TV_CPU
 
@@ -258,7 +259,7 @@ def device_decode_available(device: Any) -> bool:
             probe = torch.from_numpy(encode_jpeg(np.full((1, 8, 8, 3), 128, np.uint8)).data)
             decode_device([probe], device, (8, 8))
             _DEVICE_OK[key] = True
-        except Exception:  # no nvJPEG in this torchvision build
+        except Exception:  # noqa: BLE001 - no nvJPEG in this torchvision build
             _DEVICE_OK[key] = False
     return _DEVICE_OK[key]
 

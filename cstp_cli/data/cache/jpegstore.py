@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import h5py
 import numpy as np
@@ -156,6 +157,6 @@ def verify(f: Any, total_frames: int, frame_hw: tuple[int, int]) -> list[str]:
         ends = sorted({0, total_frames - 1})
         blobs = [data[int(off[i]) : int(off[i + 1])] for i in ends]
         decode_cpu(blobs, np.empty((len(ends), h, w, 3), np.uint8), where=str(f.filename))
-    except Exception as exc:  # CacheError from the decoder, OSError from a truncated file
+    except Exception as exc:  # noqa: BLE001 - CacheError from the decoder, OSError from a truncated file
         problems.append(f"jpeg frames cannot be decoded ({exc})")
     return problems

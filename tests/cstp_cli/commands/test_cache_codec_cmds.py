@@ -41,7 +41,7 @@ def test_cache_build_codec_jpeg_writes_a_cache_that_verifies_and_reads_like_raw(
 
 
 def test_cache_build_refuses_an_unknown_codec_in_one_line(tiny_ucf_root, tmp_path, capsys):
-    code, out, err = run(["cache", "build", str(tiny_ucf_root), "-o", str(tmp_path / "x.h5"), "--codec", "webp"], capsys)
+    code, _, err = run(["cache", "build", str(tiny_ucf_root), "-o", str(tmp_path / "x.h5"), "--codec", "webp"], capsys)
     assert code == 2 and "--codec" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x.h5").exists()
 

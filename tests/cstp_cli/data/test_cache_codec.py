@@ -15,12 +15,19 @@ import pytest
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-import cache_fakes as F  # noqa: E402
+import cache_fakes as F
 
-from cstp_cli.data.cache import CacheReader, build_cache, cache_info, verify_cache  # noqa: E402
-from cstp_cli.data.cache.codec import DEFAULT_JPEG_QUALITY, Codec, decode_cpu, encode_jpeg, parse_codec, psnr  # noqa: E402
-from cstp_cli.data.memcache import render_videos, write_cache  # noqa: E402
-from cstp_cli.errors import CacheError, UsageError  # noqa: E402
+from cstp_cli.data.cache import CacheReader, build_cache, cache_info, verify_cache
+from cstp_cli.data.cache.codec import (
+    DEFAULT_JPEG_QUALITY,
+    Codec,
+    decode_cpu,
+    encode_jpeg,
+    parse_codec,
+    psnr,
+)
+from cstp_cli.data.memcache import render_videos, write_cache
+from cstp_cli.errors import CacheError, UsageError
 
 WH = (40, 32)
 
@@ -173,7 +180,7 @@ def test_jpeg_refuses_compression_in_one_line(tmp_path):
 def test_jpeg_build_in_decoder_processes_matches_the_inline_build(tmp_path):
     specs = {f"a/v{i}.avi": f"frames=3 seed={i}" for i in range(3)}
     index = F.make_dataset(tmp_path / "ds", specs)
-    kw = dict(size=(12, 8), progress=False, index=index, decode=F.fake_decode, codec="jpeg:70")
+    kw = {"size": (12, 8), "progress": False, "index": index, "decode": F.fake_decode, "codec": "jpeg:70"}
     inline = build_cache(index.root, out=tmp_path / "a.h5", workers=0, **kw)
     pooled = build_cache(index.root, out=tmp_path / "b.h5", workers=1, **kw)
     a, b = CacheReader(inline.path), CacheReader(pooled.path)
@@ -197,7 +204,7 @@ def test_killed_jpeg_build_resumes_from_finished_shards(tmp_path):
     )
     fakes = str(Path(__file__).parent)
     out = tmp_path / "c.h5"
-    proc = subprocess.run([sys.executable, "-c", script, fakes, str(index.root), str(out), *specs], timeout=60)
+    proc = subprocess.run([sys.executable, "-c", script, fakes, str(index.root), str(out), *specs], check=False, timeout=60)
     assert proc.returncode == -signal.SIGKILL and not out.exists()
     shards = sorted((tmp_path / "c.h5.shards").glob("shard-*.h5"))
     assert len(shards) == 2 and json.loads((tmp_path / "c.h5.shards" / "manifest.json").read_text())["codec"] == "jpeg:90"

@@ -10,8 +10,8 @@ from cstp_cli.data.cache import CacheReader
 from cstp_cli.data.memcache import render_videos, write_cache
 from cstp_cli.engine import loop
 from cstp_cli.engine.data import PairDataset, collate_pairs
-from cstp_cli.engine.prefetch import DevicePrefetcher, EncodedBatch, use_device_decode
 from cstp_cli.engine.metrics import read_metrics
+from cstp_cli.engine.prefetch import DevicePrefetcher, EncodedBatch, use_device_decode
 
 CUDA = torch.cuda.is_available()
 torch.set_num_threads(1)
