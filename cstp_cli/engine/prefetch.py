@@ -69,7 +69,7 @@ class EncodedBatch:
         self.shape = (len(pairs), *pairs[0].shape) if pairs else (0,)
 
     def pin_memory(self, device: Any = None) -> EncodedBatch:
-        self.data = self.data.pin_memory()
+        self.data, self.inverse = self.data.pin_memory(), self.inverse.pin_memory()
         return self
 
     def blobs(self) -> list[torch.Tensor]:

@@ -251,3 +251,14 @@ def test_mixed_sizes_of_render_videos_stay_readable_after_jpeg(tmp_path):
     path = write_cache(videos, tmp_path / "m.h5", codec="jpeg:95")
     got = CacheReader(path).read(1, np.arange(4))
     assert psnr(videos[1], got) > 30.0  # hard edges + noise: lower than smooth frames, still close
+
+
+def test_a_dataset_folder_resolves_to_its_jpeg_cache_when_no_raw_one_exists(tmp_path, monkeypatch):
+    from cstp_cli.data.resolve import resolve_data
+
+    monkeypatch.setenv("CSTP_CACHE_DIR", str(tmp_path / "cachedir"))
+    index = F.make_dataset(tmp_path / "ds", {"a/v0.avi": "frames=3 seed=1", "b/v1.avi": "frames=2 seed=2"})
+    built = build_cache(index.root, size=(12, 8), workers=0, progress=False, index=index, decode=F.fake_decode, codec="jpeg")
+    assert built.path.parent == tmp_path / "cachedir" and built.path.name.endswith("-12x8-jpeg90.h5")
+    monkeypatch.setattr("cstp_cli.data.datasets.load_dataset", lambda root, *a, **k: index)
+    assert resolve_data(index.root, size=(12, 8), workers=0, progress=False, build=False) == built.path
