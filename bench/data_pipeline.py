@@ -16,8 +16,14 @@ with stor, pace and rot active, or plain NumPy plans with ``--numpy-plans``) are
 Both loops sample the plans and collate batches the same way. On a lossless fixture the two
 paths must give identical frames (asserted). Targets: (b) >= 500 pairs/s and >= 50× (a).
 
+(c) cache codecs (issue 14, :mod:`data_codecs`): raw, raw + lzf and jpeg caches of the same
+    sources (the rendered set and a photo-pan set): bytes per frame, UCF-101 / K400 sizes
+    extrapolated from them, build time on one core, pairs per CPU core, PSNR vs raw.
+    Targets: jpeg <= 1/6 of raw bytes with PSNR >= 36 dB at quality 90; >= 100 pairs/s per core.
+
     python bench/data_pipeline.py                  # render, cache, measure (~1-2 min)
     python bench/data_pipeline.py --videos DIR     # your own videos
+    python bench/data_pipeline.py --codecs ""      # skip (c)
 Results are appended to ``bench/results/data_pipeline.md``.
 """
 
@@ -212,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=16, help="pairs per collated batch")
     ap.add_argument("--workers", type=int, default=None, help="decoder processes for the cache build")
     ap.add_argument("--numpy-plans", action="store_true", help="plain NumPy plans instead of PairSampler")
+    ap.add_argument("--codecs", default="raw,lzf,jpeg", help="codec rows (c): comma-separated raw, lzf, jpeg[:Q]; empty to skip")
+    ap.add_argument("--codec-pairs", type=int, default=600, help="pairs timed per codec row")
+    ap.add_argument("--pan-videos", type=int, default=8, help="photo-pan source videos of 300 frames for (c); 0 to skip the set")
     ap.add_argument("--no-write", action="store_true", help="do not append to bench/results/data_pipeline.md")
     args = ap.parse_args(argv)
 
@@ -270,6 +279,23 @@ def main(argv: list[str] | None = None) -> int:
         f"ratio (b)/(a): {ratio:.0f}x wall, {cpu_b / cpu_a:.0f}x CPU   targets (wall): (b) >= 500 pairs/s "
         f"{'met' if rate_b >= 500 else 'MISSED'}, >= 50x (a) {'met' if ratio >= 50 else 'MISSED'}",
     ]
+    codecs = [c.strip() for c in args.codecs.split(",") if c.strip()]
+    if codecs:
+        from data_codecs import codec_rows, ensure_pan_sources
+
+        sets = [("given" if args.videos else "rendered", src)]
+        pan = ensure_pan_sources(args.work / "pan", args.pan_videos, 300) if args.pan_videos and not args.videos else None
+        if pan is not None:
+            sets.append(("photo pan", pan))
+        t_c = time.perf_counter()
+        table = codec_rows(sets, args.work, size, codecs, args.codec_pairs, args.batch, sample, run_loader)
+        lines += [
+            f"(c) cache codecs at {args.size}, T={T}, {args.codec_pairs} pairs a row, one process, torch threads 1; "
+            "build with one decoder process; UCF-101/K400 sizes are bytes/frame x frames (extrapolated); "
+            f"{time.perf_counter() - t_c:.0f} s:",
+            "",
+            *table,
+        ]
     print("\n".join(lines))
     if not args.no_write:
         results = HERE / "results" / "data_pipeline.md"
@@ -278,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(results, "a", encoding="utf-8") as fh:
             if results.stat().st_size == 0:
                 fh.write("# Data pipeline benchmark (bench/data_pipeline.py)\n")
-            fh.write(f"\n## {stamp}\n\n" + "\n".join(f"- {line}" for line in lines) + "\n")
+            fh.write(f"\n## {stamp}\n\n" + "\n".join(line if line.startswith("|") or not line else f"- {line}" for line in lines) + "\n")
         print(f"appended to {results}")
     return 0
 

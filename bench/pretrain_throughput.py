@@ -55,6 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--precision", default="bf16", choices=("bf16", "fp32"))
     p.add_argument("--compile", action="store_true")
     p.add_argument("--workers", type=int, default=8)
+    p.add_argument("--codec", default="raw", help="cache codec of (b): raw or jpeg[:Q] (jpeg: decoded on the GPU on CUDA)")
     p.add_argument("--steps-per-epoch", type=int, default=4, help="cache holds batch × this many videos")
     p.add_argument("--results", default=None, help="append a markdown row to this file")
     return p.parse_args(argv)
@@ -109,7 +110,7 @@ def make_cache(args: argparse.Namespace, folder: Path) -> Path:
     w, h = (int(v) for v in args.size.lower().split("x"))
     count = args.batch * args.steps_per_epoch
     frames = max(2 * args.frames + 2, 24)
-    return write_cache(render_videos(count, frames, (w, h), seed=0), folder / "bench.h5")
+    return write_cache(render_videos(count, frames, (w, h), seed=0), folder / "bench.h5", codec=args.codec)
 
 
 def cstp_loop(args: argparse.Namespace, cache: Path, out: Path) -> tuple[float, bool, str]:
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     precision = args.precision if device.type == "cuda" else "fp32"  # autocast is CUDA-only
     row = (
         f"| {name} | {args.backbone} ({args.width}) | {args.scheme} | {args.batch} | {args.frames}×{args.clip_size}² "
-        f"| {precision}{' +compile' if args.compile else ''} | {args.workers} | {bare:.1f} | {real:.1f} | {ratio:.2f} |"
+        f"| {precision}{' +compile' if args.compile else ''} | {args.workers}{'' if args.codec == 'raw' else ', ' + args.codec + ' cache'} | {bare:.1f} | {real:.1f} | {ratio:.2f} |"
     )
     print(f"device: {name}")
     print(f"(a) bare backbone loop ({'with' if has_target else 'no'} target passes): {bare:.1f} clips/s")

@@ -48,19 +48,25 @@ def build(
         Optional[float], typer.Option("--fps", min=0.001, help="Resample every video to this frame rate (default: keep each video's frames).")
     ] = None,
     timeout: Annotated[float, typer.Option("--timeout", min=1.0, help="Seconds allowed to decode one video before it counts as failed.")] = 120.0,
+    codec: Annotated[
+        str,
+        typer.Option("--codec", help="How frames are stored: raw (default, fastest to read) or jpeg[:QUALITY] (default quality 90, about 1/6 of raw)."),
+    ] = "raw",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Decode every video of DATA into one HDF5 cache; undecodable files are listed at the end."""
     from cstp_cli.data.cache import build_cache, is_cache_file
+    from cstp_cli.data.cache.codec import parse_codec
     from cstp_cli.errors import CacheError, DataError
 
     wh = _size(size)
+    chosen = parse_codec(codec)
     if data is None:
         from cstp_cli.data.resolve import SYNTHETIC_COMPRESSION
         from cstp_cli.data.synth import default_dataset_root
 
         root = Path(default_dataset_root())
-        compression = compression or Compression(SYNTHETIC_COMPRESSION)
+        compression = compression or Compression(SYNTHETIC_COMPRESSION if chosen.is_raw else "none")
     else:
         root = Path(data).expanduser()
     if not root.exists():
@@ -68,7 +74,8 @@ def build(
     if is_cache_file(root):
         raise DataError(f"{root} is already a cache file; give the dataset folder it was built from")
     result = build_cache(
-        root, out=output, size=wh, workers=workers, compression=(compression or Compression.none).value, fps=fps, timeout=timeout, progress=not quiet
+        root, out=output, size=wh, workers=workers, compression=(compression or Compression.none).value, fps=fps, timeout=timeout, progress=not quiet,
+        codec=chosen,
     )
     for line in result.warnings:
         typer.echo(f"warning: {line}", err=True)
@@ -104,6 +111,11 @@ def info(
     for fold, counts in d["splits"].items():
         typer.echo(f"fold {fold:<7} train {counts['train']}, test {counts['test']}, unused {counts['unused']}")
     typer.echo(f"build        fps {b['fps'] or 'source'}, compression {b['compression']}, chunk {b['chunk_frames']} frames")
+    c = d["codec"]
+    psnr = "" if c["psnr_db"] is None else f", PSNR {c['psnr_db']:.1f} dB vs raw (frames decoded back at build)"
+    ratio = c["raw_bytes_per_frame"] / max(c["bytes_per_frame"], 1e-9)
+    vs_raw = "" if c["codec"] == "raw" else f" ({ratio:.1f}x smaller than raw {c['raw_bytes_per_frame'] / 1e3:.1f} kB)"
+    typer.echo(f"codec        {c['codec']}: {c['bytes_per_frame'] / 1e3:.1f} kB/frame{vs_raw}{psnr}")
     typer.echo(f"source       {b['source_root']} ({b['dataset_kind']}), built {b['created']}")
     typer.echo("versions     " + ", ".join(f"{k} {v}" for k, v in (d["versions"] or {}).items()))
     typer.echo(f"failures     {len(d['failures'])}")

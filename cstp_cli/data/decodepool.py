@@ -4,7 +4,8 @@ A build hands every source video to :class:`DecoderPool`: worker processes (fork
 spawn, never fork) decode one video each with ``decode(path, size, fps)``; a worker that
 exceeds the timeout, or dies, costs that one video (it becomes a failure with its reason)
 and is replaced. Nothing here knows the HDF5 format: the pool returns
-:class:`DecodeOutcome` objects (frames ``uint8[N, H, W, 3]`` or a reason) to the caller.
+:class:`DecodeOutcome` objects (frames ``uint8[N, H, W, 3]`` or a reason) to the caller; with
+an ``encode`` callable (e.g. a JPEG encoder) the worker encodes the frames before sending them.
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ class DecodeJob:
 
 @dataclass
 class DecodeOutcome:
-    """What a worker returns for one job: frames (uint8 [N,H,W,3]) or a failure reason."""
+    """What a worker returns for one job: frames (uint8 [N,H,W,3]), or their ``encoded``
+    form when the pool has an ``encode`` callable, or a failure reason."""
 
     index: int
     frames: np.ndarray | None = None
@@ -76,6 +78,17 @@ class DecodeOutcome:
     source_wh: tuple[int, int] = (0, 0)
     fingerprint: dict[str, Any] = field(default_factory=dict)
     reason: str | None = None
+    encoded: Any = None
+
+    @property
+    def nframes(self) -> int:
+        return len(self.frames) if self.frames is not None else len(self.encoded) if self.encoded is not None else 0
+
+    @property
+    def payload_bytes(self) -> int:
+        """Bytes of the frames as they will be written (raw or encoded)."""
+        data = self.frames if self.frames is not None else self.encoded
+        return int(data.nbytes) if data is not None else 0
 
 
 def default_decode(path: str, size: tuple[int, int], fps: float | None) -> Any:
@@ -85,8 +98,9 @@ def default_decode(path: str, size: tuple[int, int], fps: float | None) -> Any:
     return decode(path, size=size, fps=fps)
 
 
-def decode_one(decode: Callable, job: DecodeJob, size: tuple[int, int], fps: float | None) -> DecodeOutcome:
-    """Decode one job into an :class:`DecodeOutcome`; every expected problem becomes a reason."""
+def decode_one(decode: Callable, job: DecodeJob, size: tuple[int, int], fps: float | None, encode: Callable | None = None) -> DecodeOutcome:
+    """Decode one job into an :class:`DecodeOutcome`; every expected problem becomes a reason.
+    With ``encode`` the frames are returned as ``encode(frames)`` in ``encoded``."""
     out = DecodeOutcome(job.index)
     path = job.path
     if not os.path.exists(path):
@@ -123,6 +137,13 @@ def decode_one(decode: Callable, job: DecodeJob, size: tuple[int, int], fps: flo
         out.reason = "no decodable frame"
         return out
     out.frames = np.ascontiguousarray(frames)
+    if encode is not None:
+        try:
+            out.encoded, out.frames = encode(out.frames), None
+        except Exception as exc:  # an encoder bug must cost one video, not the build
+            out.reason = f"encoder error: {type(exc).__name__}: {exc}"
+            out.frames = None
+            return out
     out.fps = float(getattr(decoded, "fps", 0.0) or 0.0)
     out.warnings = [str(m) for m in (getattr(decoded, "warnings", None) or [])]
     source_wh = getattr(decoded, "source_wh", None) or (0, 0)
@@ -130,7 +151,7 @@ def decode_one(decode: Callable, job: DecodeJob, size: tuple[int, int], fps: flo
     return out
 
 
-def _worker_main(conn: Any, decode: Callable, size: tuple[int, int], fps: float | None) -> None:
+def _worker_main(conn: Any, decode: Callable, size: tuple[int, int], fps: float | None, encode: Callable | None = None) -> None:
     """Loop of one decoder process: receive a :class:`DecodeJob`, send back its :class:`DecodeOutcome`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl+C
     conn.send(("ready", None))
@@ -141,7 +162,7 @@ def _worker_main(conn: Any, decode: Callable, size: tuple[int, int], fps: float 
             return
         if job is None:
             return
-        conn.send(("done", decode_one(decode, job, size, fps)))
+        conn.send(("done", decode_one(decode, job, size, fps, encode)))
 
 
 def _mp_context() -> Any:
@@ -170,16 +191,17 @@ class DecoderPool:
     failure; the worker is killed and replaced, the other jobs go on.
     """
 
-    def __init__(self, workers: int, decode: Callable, size: tuple[int, int], fps: float | None, timeout: float):
+    def __init__(self, workers: int, decode: Callable, size: tuple[int, int], fps: float | None, timeout: float, encode: Callable | None = None):
         self.n = max(1, int(workers))
         self.decode, self.size, self.fps, self.timeout = decode, size, fps, float(timeout)
+        self.encode = encode
         self.ctx = _mp_context()
         self.startup_failures = 0
 
     def _start(self) -> _Worker:
         parent, child = self.ctx.Pipe(duplex=True)
         proc = self.ctx.Process(
-            target=_worker_main, args=(child, self.decode, self.size, self.fps), daemon=True, name="cstp-decode"
+            target=_worker_main, args=(child, self.decode, self.size, self.fps, self.encode), daemon=True, name="cstp-decode"
         )
         proc.start()
         child.close()
@@ -264,7 +286,7 @@ class DecoderPool:
         return w
 
 
-def run_inline(jobs: Sequence[DecodeJob], decode: Callable, size, fps, on_outcome) -> None:
+def run_inline(jobs: Sequence[DecodeJob], decode: Callable, size, fps, on_outcome, encode: Callable | None = None) -> None:
     """``workers=0``: decode in this process (no timeout; for debugging and small tests)."""
     for job in jobs:
-        on_outcome(decode_one(decode, job, size, fps))
+        on_outcome(decode_one(decode, job, size, fps, encode))

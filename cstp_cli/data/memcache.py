@@ -62,11 +62,13 @@ def write_cache(
     labels: Sequence[int] | None = None,
     train: Sequence[bool] | None = None,
     progress: bool = False,
+    codec: str = "raw",
 ) -> Path:
     """Write ``videos`` (each ``uint8[N, H, W, 3]``, one frame size) as a cstp cache at ``out``.
 
     Fold 1 only: ``train[v]`` True → train, else test (default: every video is train).
-    Source ``.npy`` files go to ``<out>.sources/``. Returns the cache path.
+    Source ``.npy`` files go to ``<out>.sources/``. ``codec``: ``raw`` or ``jpeg[:Q]``.
+    Returns the cache path.
     """
     from cstp_cli.data.cache import build_cache
     from cstp_cli.data.datasets import DatasetIndex, VideoEntry
@@ -85,7 +87,7 @@ def write_cache(
     classes = [f"class{c}" for c in range(max(labels) + 1)]
     index = DatasetIndex(root=src, kind="memory", classes=classes, videos=entries, folds=[1])
     h, w = videos[0].shape[1:3]
-    result = build_cache(src, out=out, size=(w, h), workers=0, progress=progress, index=index, decode=decode_npy)
+    result = build_cache(src, out=out, size=(w, h), workers=0, progress=progress, index=index, decode=decode_npy, codec=codec)
     if result.path is None:
         raise RuntimeError(f"no video could be cached: {result.failed[:3]}")
     return Path(result.path)

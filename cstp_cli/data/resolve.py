@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from cstp_cli.data.cache.codec import DEFAULT_JPEG_QUALITY
 from cstp_cli.data.cache.naming import default_cache_path
 from cstp_cli.errors import CacheError, DataError
 
@@ -37,7 +38,8 @@ def resolve_data(
 
     * a cache file: checked (format version; with ``size`` given, a cache of another frame
       size is refused with a one-line :class:`CacheError`); ``size=None`` accepts any size;
-    * a dataset root: its cache in the cache folder, reused when it exists, else built with
+    * a dataset root: its cache in the cache folder, reused when it exists (the raw cache,
+      else one built with ``cstp cache build DATA --codec jpeg`` at the default quality), else built with
       ``size`` (default 171×128), ``workers`` decoder processes and ``fps`` normalisation
       (``build=False`` raises :class:`CacheError` instead of building);
     * ``None``: the built-in synthetic dataset, generated and cached on first use at its
@@ -75,12 +77,14 @@ def resolve_data(
     build_size = tuple(size) if size is not None else _DEFAULT_SIZE
     index = load_dataset(path)
     out = default_cache_path(index, build_size, fps)
-    if out.exists():
-        try:
-            CacheReader(out, size=build_size)
-            return out
-        except CacheError:
-            pass  # damaged or of another format version: rebuild it
+    jpeg = default_cache_path(index, build_size, fps, codec=f"jpeg:{DEFAULT_JPEG_QUALITY}")
+    for found in (out, jpeg):
+        if found.exists():
+            try:
+                CacheReader(found, size=build_size)
+                return found
+            except CacheError:
+                pass  # damaged or of another format version: rebuild it
     if not build:
         raise CacheError(f"no cache of {path} at {build_size[0]}x{build_size[1]}; build it with `cstp cache build {path}`")
     result = build_cache(

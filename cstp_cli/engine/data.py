@@ -26,11 +26,15 @@ class PairDataset(Dataset):
 
     ``videos``: cache indices of the training videos (the split's train set), in cache order;
     sample ``i`` of an epoch is ``videos[i]``. ``reader`` is a picklable ``CacheReader``
-    (opened lazily in each worker); ``sampler`` a ``PairSampler``.
+    (opened lazily in each worker); ``sampler`` a ``PairSampler``. ``decode_on_device``
+    (a jpeg cache on CUDA): items carry the pair's distinct JPEG frames undecoded
+    (:class:`cstp_cli.engine.prefetch.EncodedPair`) for the device to decode; otherwise the
+    reader decodes only the frames the plan names, in the worker.
     """
 
-    def __init__(self, reader: Any, videos: Sequence[int], sampler: Any, seed: int):
+    def __init__(self, reader: Any, videos: Sequence[int], sampler: Any, seed: int, decode_on_device: bool = False):
         self.reader = reader
+        self.decode_on_device = bool(decode_on_device)
         self.videos = np.asarray(videos, dtype=np.int64)
         self.sampler = sampler
         self.seed = int(seed)
@@ -57,15 +61,27 @@ class PairDataset(Dataset):
         video = int(self.videos[i])
         return self.sampler.plan(video, int(self._lengths[i]), self.frame_wh, plan_rng(self.seed, epoch, i))
 
-    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, PairPlan]:
+    def __getitem__(self, item: tuple[int, int]) -> tuple[Any, PairPlan]:
         epoch, j = item
         plan = self.plan(epoch, j)
+        if self.decode_on_device:
+            from cstp_cli.engine.prefetch import EncodedPair
+
+            idx = np.asarray(plan.idx)
+            blobs, inverse = self.reader.read_encoded(plan.video, idx.reshape(-1))
+            w, h = self.frame_wh
+            return EncodedPair(blobs, inverse, (*idx.shape, h, w, 3)), plan
         frames = self.reader.read_pair(plan.video, plan.idx)
         return torch.from_numpy(np.ascontiguousarray(frames)), plan
 
 
-def collate_pairs(items: list[tuple[torch.Tensor, PairPlan]]) -> tuple[torch.Tensor, PlanBatch]:
-    """Stack to ``(frames uint8[B, 2, T, H, W, 3], PlanBatch)``."""
+def collate_pairs(items: list[tuple[Any, PairPlan]]) -> tuple[Any, PlanBatch]:
+    """Stack to ``(frames uint8[B, 2, T, H, W, 3], PlanBatch)`` (undecoded items: one
+    :class:`~cstp_cli.engine.prefetch.EncodedBatch`, decoded by its ``to(device)``)."""
+    from cstp_cli.engine.prefetch import EncodedBatch, EncodedPair
+
+    if items and isinstance(items[0][0], EncodedPair):
+        return EncodedBatch([f for f, _ in items]), collate_plans([p for _, p in items])
     frames = torch.stack([f for f, _ in items])
     return frames, collate_plans([p for _, p in items])
 

@@ -94,7 +94,9 @@ def setup(cfg: PretrainSettings, resume_state: dict | None = None, ctx: ddp.Dist
     videos = reader.split(int(cfg.split), "train")
     if len(videos) == 0:
         raise UsageError(f"the cache {cache_path} has no training videos in split {cfg.split}; pick another --split")
-    dataset = PairDataset(reader, videos, sampler, int(cfg.seed))
+    from cstp_cli.engine.prefetch import use_device_decode
+
+    dataset = PairDataset(reader, videos, sampler, int(cfg.seed), decode_on_device=use_device_decode(reader, device))
     spe = steps_per_epoch(len(dataset), int(cfg.batch_size))
     total = spe * int(cfg.epochs)
     params = trainable(encoder, objective)
@@ -238,10 +240,15 @@ def train(
     checkpoint: Path | None = None
     plot: Path | None = None
     start = run.step
+    prefetcher = None
     t_last = time.perf_counter()
     try:
         with flag.installed():
             iterator = iter(loader)
+            if run.dataset.decode_on_device:  # jpeg on CUDA: next batches decoded on a side stream
+                from cstp_cli.engine.prefetch import DevicePrefetcher
+
+                iterator = prefetcher = DevicePrefetcher(iterator, run.device)
             stop = False
             while run.step < stop_step and not (stop := ddp.any_rank(flag.stop)):  # all ranks stop together
                 try:
@@ -275,6 +282,8 @@ def train(
             interrupted = stop and run.step < stop_step
             del iterator
     finally:
+        if prefetcher is not None:
+            prefetcher.close()
         bar.close()
         if metrics is not None:
             metrics.close()

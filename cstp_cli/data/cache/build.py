@@ -27,16 +27,18 @@ from cstp_cli.data.cache.layout import (
     CHUNK_FRAMES,
     DEFAULT_SIZE,
     FORMAT,
-    FORMAT_VERSION,
     SHARD_BYTES,
     SHARD_VIDEOS,
     SPLIT_CODES,
     STR,
     contiguous_offset,
     create_frames,
+    format_version_for,
     library_versions,
     strings,
 )
+from cstp_cli.data.cache import jpegstore
+from cstp_cli.data.cache.codec import RAW, Codec, encoder_for, parse_codec
 from cstp_cli.data.cache.naming import index_key
 from cstp_cli.data.cache.reader import CacheReader
 from cstp_cli.data.cache.shards import ShardVideo, scan_shards, shard_dir_for, write_shard
@@ -106,6 +108,7 @@ def build_cache(
     reuse: bool = False,
     shard_videos: int = SHARD_VIDEOS,
     shard_bytes: int = SHARD_BYTES,
+    codec: "str | Codec" = "raw",
 ) -> BuildResult:
     """Decode every video of a dataset into one HDF5 cache (DESIGN "HDF5 cache").
 
@@ -117,6 +120,8 @@ def build_cache(
     :class:`~cstp_cli.data.datasets.DatasetIndex` (else ``load_dataset(data_root)``), ``decode``
     a picklable ``decode(path, size, fps) -> Decoded`` (default :func:`cstp_cli.data.video.decode`).
     With ``reuse`` an existing complete cache of the same sources and parameters is kept.
+    ``codec``: ``raw`` (default) or ``jpeg[:QUALITY]`` — every frame a JPEG, encoded in the
+    decoder processes (:mod:`cstp_cli.data.cache.codec`); ``compression`` applies to raw only.
 
     Every video with at least one decodable frame is cached; undecodable ones are returned
     in ``failed``. When nothing could be cached no file is written and ``path`` is None.
@@ -126,6 +131,9 @@ def build_cache(
     size = (int(size[0]), int(size[1]))
     if compression not in ("none", "lzf"):
         raise CacheError(f"unknown compression {compression!r}; use none or lzf")
+    codec = parse_codec(codec)
+    if not codec.is_raw and compression != "none":
+        raise CacheError(f"--compression {compression} applies to raw frames; a {codec.spec} cache is already compressed, drop --compression")
     if fps is not None and not fps > 0:
         raise CacheError(f"--fps must be positive, got {fps}")
     if index is None:
@@ -136,22 +144,24 @@ def build_cache(
     if out is None:
         from cstp_cli.data.resolve import default_cache_path
 
-        out = default_cache_path(index, size=size, fps=fps)
+        out = default_cache_path(index, size=size, fps=fps, codec=codec.spec)
     out = Path(out).expanduser().absolute()
     check_writable(out.parent)
-    key = index_key(index, size, fps)
+    key = index_key(index, size, fps, codec.spec)
     with _build_lock(out):
         if reuse and out.exists():
             with contextlib.suppress(CacheError):
                 reader = CacheReader(out, size=size)
-                if reader.attrs.get("source_key") == key and (reader.attrs.get("fps") or None) == fps:
+                if reader.codec == codec and reader.attrs.get("source_key") == key and (reader.attrs.get("fps") or None) == fps:
                     return BuildResult(out, reader.num_videos, reader.failures, [], reused=True)
-        return _build_locked(index, out, size, workers, compression, fps, timeout, progress, decode, key, shard_videos, shard_bytes)
+        return _build_locked(index, out, size, workers, compression, fps, timeout, progress, decode, key, shard_videos, shard_bytes, codec)
 
 
-def _build_locked(index, out, size, workers, compression, fps, timeout, progress, decode, key, shard_videos, shard_bytes) -> BuildResult:
+def _build_locked(index, out, size, workers, compression, fps, timeout, progress, decode, key, shard_videos, shard_bytes, codec=RAW) -> BuildResult:
     folder = shard_dir_for(out)
-    manifest = {"format_version": FORMAT_VERSION, "size": list(size), "fps": fps, "key": key}
+    manifest = {"format_version": format_version_for(codec.name), "size": list(size), "fps": fps, "key": key}
+    if not codec.is_raw:
+        manifest["codec"] = codec.spec
     manifest_path = folder / "manifest.json"
     if folder.exists():
         try:
@@ -188,7 +198,7 @@ def _build_locked(index, out, size, workers, compression, fps, timeout, progress
     def on_outcome(o: DecodeOutcome) -> None:
         nonlocal buffered_bytes, failed_count
         buffer.append(o)
-        buffered_bytes += o.frames.nbytes if o.frames is not None else 0
+        buffered_bytes += o.payload_bytes
         failed_count += o.reason is not None
         bar.update(suffix=f"{failed_count} failed")
         if len(buffer) >= shard_videos or buffered_bytes >= shard_bytes:
@@ -196,11 +206,12 @@ def _build_locked(index, out, size, workers, compression, fps, timeout, progress
 
     decode = decode or default_decode
     n_workers = min(8, os.cpu_count() or 1) if workers is None else int(workers)
+    encode = encoder_for(codec)
     if jobs:
         if n_workers <= 0:
-            run_inline(jobs, decode, size, fps, on_outcome)
+            run_inline(jobs, decode, size, fps, on_outcome, encode)
         else:
-            DecoderPool(n_workers, decode, size, fps, timeout).run(jobs, on_outcome)
+            DecoderPool(n_workers, decode, size, fps, timeout, encode).run(jobs, on_outcome)
     flush()
     bar.close()
 
@@ -212,14 +223,14 @@ def _build_locked(index, out, size, workers, compression, fps, timeout, progress
         shutil.rmtree(folder, ignore_errors=True)
         return BuildResult(None, 0, failures, warnings)
     try:
-        _assemble(out, index, done, failed, size, fps, compression, key)
+        _assemble(out, index, done, failed, size, fps, compression, key, codec)
     except OSError as exc:
         raise CacheError(f"cannot write {out}: {exc.strerror or exc}; free space or choose another file with -o (finished shards are kept)") from None
     shutil.rmtree(folder, ignore_errors=True)
     return BuildResult(out, len(done), failures, warnings)
 
 
-def _assemble(out: Path, index: Any, done: dict[int, ShardVideo], failed: dict[int, str], size, fps, compression: str, key: str) -> None:
+def _assemble(out: Path, index: Any, done: dict[int, ShardVideo], failed: dict[int, str], size, fps, compression: str, key: str, codec: Codec = RAW) -> None:
     """Copy the shards into the final file in dataset order; atomic rename when complete."""
     order = sorted(done)
     counts = np.array([done[i].nframes for i in order], dtype=np.int64)
@@ -232,9 +243,12 @@ def _assemble(out: Path, index: Any, done: dict[int, ShardVideo], failed: dict[i
     folds = folds or [1]
     with atomic_path(out) as tmp:
         with h5py.File(tmp, "w", libver=("v110", "v110")) as f:
-            frames = create_frames(f, int(offsets[-1]), size, compression)
-            _copy_frames(frames, [done[i] for i in order], offsets)
-            frames_offset = contiguous_offset(frames)
+            if codec.is_raw:
+                frames = create_frames(f, int(offsets[-1]), size, compression)
+                _copy_frames(frames, [done[i] for i in order], offsets)
+                codec_attrs = {"frames_offset": contiguous_offset(frames)}
+            else:
+                codec_attrs = jpegstore.write_frames(f, [done[i] for i in order], codec)
             g = f.create_group("videos")
             g["offsets"] = offsets
             g.create_dataset("path", data=strings(v.rel for v in videos), dtype=STR)
@@ -259,18 +273,18 @@ def _assemble(out: Path, index: Any, done: dict[int, ShardVideo], failed: dict[i
             f.attrs.update(
                 {
                     "format": FORMAT,
-                    "format_version": FORMAT_VERSION,
+                    "format_version": format_version_for(codec.name),
                     "frame_width": w,
                     "frame_height": h,
                     "fps": float(fps or 0.0),
                     "compression": compression,
                     "chunk_frames": CHUNK_FRAMES,
-                    "frames_offset": frames_offset,
                     "source_root": str(Path(index.root).resolve()),
                     "dataset_kind": str(getattr(index, "kind", "")),
                     "source_key": key,
                     "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                     "versions": json.dumps(library_versions()),
+                    **codec_attrs,
                 }
             )
 

@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 
 from cstp_cli.core.options import format_size
+from cstp_cli.data.cache import jpegstore
 from cstp_cli.data.cache.layout import contiguous_offset, read_strings
 from cstp_cli.data.cache.reader import CacheReader
 from cstp_cli.data.decodepool import source_fingerprint
@@ -41,8 +42,31 @@ def cache_info(path: str | os.PathLike) -> dict[str, Any]:
             "dataset_kind": r.attrs.get("dataset_kind"),
             "created": r.attrs.get("created"),
         },
+        "codec": codec_summary(r),
         "versions": json.loads(versions) if isinstance(versions, str) else versions,
         "failures": [{"path": p, "reason": why} for p, why in r.failures],
+    }
+
+
+def codec_summary(r: CacheReader) -> dict[str, Any]:
+    """How the frames are stored: codec spec, stored bytes per frame, the raw bytes per frame
+    and the PSNR vs raw of the frames decoded back at build (jpeg; ``None`` for raw)."""
+    w, h = r.frame_wh
+    raw = w * h * 3
+    if r.codec.is_raw:  # stored bytes: smaller than raw for an lzf cache
+        with h5py.File(r.path, "r") as f:
+            stored = int(f["frames"].id.get_storage_size()) / max(r.total_frames, 1)
+        return {"codec": "raw", "bytes_per_frame": round(stored, 1), "raw_bytes_per_frame": raw, "psnr_db": None}
+    with h5py.File(r.path, "r") as f:
+        nbytes = int(f["jpeg/data"].shape[0])
+    value = r.attrs.get("jpeg_psnr_db")
+    return {
+        "codec": r.codec.spec,
+        "bytes_per_frame": round(nbytes / max(r.total_frames, 1), 1),
+        "raw_bytes_per_frame": raw,
+        "psnr_db": None if value is None or not np.isfinite(value) else round(float(value), 2),
+        "psnr_sample_values": int(r.attrs.get("jpeg_psnr_values", 0)),
+        "subsampling": r.attrs.get("jpeg_subsampling"),
     }
 
 
@@ -55,6 +79,8 @@ def verify_cache(path: str | os.PathLike, check_sources: bool = True) -> list[st
     problems: list[str] = []
     w, h = r.frame_wh
     with h5py.File(r.path, "r") as f:
+        if not r.codec.is_raw:
+            return _verify_tables(r, f, r.total_frames, jpegstore.verify(f, r.total_frames, (h, w)), check_sources)
         frames = f["frames"]
         off = r.offsets
         v = len(off) - 1
@@ -87,6 +113,29 @@ def verify_cache(path: str | os.PathLike, check_sources: bool = True) -> list[st
             problems.append(f"frames cannot be read ({exc}); the file is truncated or damaged")
         if check_sources and not problems:
             problems += _check_sources(r, f)
+    return problems
+
+
+def _verify_tables(r: CacheReader, f: Any, total: int, problems: list[str], check_sources: bool) -> list[str]:
+    """The checks of a jpeg cache beyond its frame storage: offsets, table lengths, labels,
+    split codes and (when sound) the source fingerprints."""
+    off, v = r.offsets, len(r.offsets) - 1
+    if len(off) == 0 or off[0] != 0:
+        problems.append("videos/offsets does not start at 0")
+    if np.any(np.diff(off) <= 0):
+        problems.append("videos/offsets not strictly increasing")
+    if len(off) and off[-1] != total:
+        problems.append(f"videos/offsets ends at {int(off[-1])} but the cache holds {total} frames")
+    for name in ("path", "label", "fps", "group", "src_size", "src_sha1"):
+        if f["videos"][name].shape[0] != v:
+            problems.append(f"videos/{name} has {f['videos'][name].shape[0]} rows, expected {v}")
+    for k, codes in r._splits.items():
+        if len(codes) != v or np.any((codes < 0) | (codes > 2)):
+            problems.append(f"splits/fold{k} has {len(codes)} rows (expected {v}) or codes other than 0, 1, 2")
+    if len(r.labels) == v and np.any((r.labels < -1) | (r.labels >= max(len(r.classes), 1))):
+        problems.append(f"videos/label holds labels outside [-1, {len(r.classes)})")
+    if check_sources and not problems:
+        problems += _check_sources(r, f)
     return problems
 
 

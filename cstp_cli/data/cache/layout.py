@@ -20,8 +20,24 @@ import numpy as np
 FORMAT = "cstp-cache"
 
 
-#: Bumped on any incompatible change of the layout; other versions are refused.
+#: Bumped on any incompatible change of the layout; versions outside READ_VERSIONS are
+#: refused. Raw caches are still written as version 1 (their layout is unchanged, so an older
+#: cstp reads them and their keyed names stay valid); version 2 adds the root attribute
+#: ``codec`` and the jpeg storage (:mod:`cstp_cli.data.cache.jpegstore`).
 FORMAT_VERSION = 1
+
+
+#: Format version of a cache whose frames are JPEGs (``--codec jpeg``).
+JPEG_FORMAT_VERSION = 2
+
+
+#: Format versions this cstp reads.
+READ_VERSIONS = (1, 2)
+
+
+def format_version_for(codec_name: str) -> int:
+    """The format version a cache of ``codec_name`` (raw, jpeg) is written with."""
+    return FORMAT_VERSION if codec_name == "raw" else JPEG_FORMAT_VERSION
 
 
 #: Default frame size W×H (METHOD §0, the retrieval protocol's resize).

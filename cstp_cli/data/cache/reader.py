@@ -1,4 +1,10 @@
-"""Reading a cache: :class:`CacheReader`, picklable and safe in DataLoader workers."""
+"""Reading a cache: :class:`CacheReader`, picklable and safe in DataLoader workers.
+
+The reader hides the codec: :meth:`CacheReader.read` returns uint8 frames from a raw or a
+jpeg cache alike (a jpeg cache's named frames, and only those, are decoded on the CPU in
+the reading process); :meth:`CacheReader.read_encoded` hands a jpeg cache's bytes to a
+caller that decodes them elsewhere (on the GPU, :mod:`cstp_cli.engine.data`).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,9 @@ import h5py
 import numpy as np
 
 from cstp_cli.core.options import format_size
-from cstp_cli.data.cache.layout import CHUNK_FRAMES, FORMAT, FORMAT_VERSION, MERGE_GAP, SPLIT_CODES, attr, read_strings
+from cstp_cli.data.cache import jpegstore
+from cstp_cli.data.cache.codec import RAW, Codec, decode_cpu
+from cstp_cli.data.cache.layout import CHUNK_FRAMES, FORMAT, MERGE_GAP, READ_VERSIONS, SPLIT_CODES, attr, read_strings
 from cstp_cli.errors import CacheError
 
 class CacheReader:
@@ -22,6 +30,7 @@ class CacheReader:
 
     ``size``: when given, a cache of another frame size is refused with a
     :class:`CacheError` (one line). A file of another format version is always refused.
+    ``codec`` (:class:`~cstp_cli.data.cache.codec.Codec`) says how the frames are stored.
     """
 
     def __init__(self, path: str | os.PathLike, size: tuple[int, int] | None = None):
@@ -51,11 +60,15 @@ class CacheReader:
         if attrs.get("format") != FORMAT:
             raise CacheError(f"{self.path} is an HDF5 file but not a cstp cache; build one with `cstp cache build DATA`")
         version = attrs.get("format_version")
-        if version != FORMAT_VERSION:
+        if version not in READ_VERSIONS:
             raise CacheError(
-                f"{self.path} is cache format version {version}, this cstp reads version {FORMAT_VERSION}; "
-                "rebuild it with `cstp cache build`"
+                f"{self.path} is cache format version {version}, this cstp reads versions "
+                f"{', '.join(map(str, READ_VERSIONS))}; rebuild it with `cstp cache build`"
             )
+        name = str(attrs.get("codec", "raw")) if version >= 2 else "raw"
+        if name not in ("raw", "jpeg"):
+            raise CacheError(f"{self.path} stores its frames as {name!r}, which this cstp cannot read; rebuild it with `cstp cache build`")
+        self.codec: Codec = RAW if name == "raw" else Codec(name, int(attrs.get("jpeg_quality", 0)))
         self.attrs: dict[str, Any] = attrs
         self.frame_wh: tuple[int, int] = (int(attrs["frame_width"]), int(attrs["frame_height"]))
         g = f["videos"]
@@ -70,7 +83,7 @@ class CacheReader:
         self.failures: list[tuple[str, str]] = list(
             zip(read_strings(f["failures/path"]), read_strings(f["failures/reason"]))
         )
-        self.total_frames = int(f["frames"].shape[0])
+        self.total_frames = int(f["frames"].shape[0]) if self.codec.is_raw else jpegstore.frame_count(f)
 
     # -- metadata
     @property
@@ -102,6 +115,11 @@ class CacheReader:
         frames (uint8 [N,H,W,3]); reopened after fork or unpickling (``os.getpid()``)."""
         if self._h5 is None or self._pid != os.getpid():
             w, h = self.frame_wh
+            if not self.codec.is_raw:
+                self._h5 = h5py.File(self.path, "r")
+                self._pid = os.getpid()
+                self._dset, self._view = jpegstore.JpegFrames(self._h5, self.path, self.attrs), None
+                return self._dset, None
             chunk = CHUNK_FRAMES * w * h * 3
             self._h5 = h5py.File(self.path, "r", rdcc_nbytes=max(1 << 20, 8 * chunk), rdcc_nslots=521)
             self._pid = os.getpid()
@@ -137,6 +155,13 @@ class CacheReader:
             raise IndexError(f"frame index out of range [0, {n}) for video {video} of {self.path}")
         frames, view = self._open()
         base = int(self._offsets[video])
+        if not self.codec.is_raw:  # decode each distinct frame once
+            unique, inverse = np.unique(idx, return_inverse=True)
+            decoded = out if unique.size == idx.size and np.array_equal(unique, idx) else np.empty((unique.size, h, w, 3), np.uint8)
+            decode_cpu(frames.blobs(unique + base), decoded, where=str(self.path))
+            if decoded is not out:
+                np.take(decoded, inverse.reshape(-1), axis=0, out=out)
+            return out
         if view is not None:
             np.take(view, idx + base, axis=0, out=out, mode="clip")  # bounds checked above
             return out
@@ -154,6 +179,22 @@ class CacheReader:
             block = frames[base + lo][None] if lo == hi else frames[base + lo : base + hi + 1]
             out[order[a:b]] = block[srt[a:b] - lo]
 
+    def read_encoded(self, video: int, idx: np.ndarray | Sequence[int]) -> tuple[list[np.ndarray], np.ndarray]:
+        """A jpeg cache's frames ``idx`` (int [K]) of ``video`` undecoded: the distinct
+        frames' JPEG bytes (list of U uint8 arrays) and ``inverse`` int64 [K] (frame k of the
+        request is blob ``inverse[k]``). Raises ``ValueError`` on a raw cache and
+        ``IndexError`` for an index outside ``[0, num_frames)``."""
+        if self.codec.is_raw:
+            raise ValueError(f"{self.path} is a raw cache; use read()")
+        video = int(video)
+        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+        n = int(self.num_frames[video])
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise IndexError(f"frame index out of range [0, {n}) for video {video} of {self.path}")
+        frames, _ = self._open()
+        unique, inverse = np.unique(idx, return_inverse=True)
+        return frames.blobs(unique + int(self._offsets[video])), inverse.reshape(-1).astype(np.int64)
+
     def read_pair(self, video: int, idx: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Both clips of a pair plan: ``idx`` int [2,T] → uint8 [2,T,H,W,3] (one read)."""
         idx = np.asarray(idx, dtype=np.int64)
@@ -166,6 +207,7 @@ class CacheReader:
     def close(self) -> None:
         """Close this process's handle (reopened on the next read)."""
         if self._h5 is not None and self._pid == os.getpid():
+            self._dset = self._view = None  # memory maps of a jpeg cache go with their view
             self._h5.close()
         self._h5 = self._dset = self._view = None
 
@@ -178,4 +220,5 @@ class CacheReader:
         return self.num_videos
 
     def __repr__(self) -> str:
-        return f"CacheReader({str(self.path)!r}: {self.num_videos} videos, {format_size(self.frame_wh)})"
+        kind = "" if self.codec.is_raw else f", {self.codec.spec}"
+        return f"CacheReader({str(self.path)!r}: {self.num_videos} videos, {format_size(self.frame_wh)}{kind})"

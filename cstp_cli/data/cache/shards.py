@@ -2,7 +2,8 @@
 
 A build writes every finished batch of :class:`~cstp_cli.data.decodepool.DecodeOutcome`
 objects as ``shard-<seq>.h5`` (temporary name, then rename) in ``<out>.shards/``; a killed
-build rescans them (:func:`scan_shards`) and decodes only what is missing.
+build rescans them (:func:`scan_shards`) and decodes only what is missing. A jpeg build's
+shards hold the encoded frames (``jpeg_data``, ``jpeg_offsets``) instead of ``frames``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from cstp_cli.data.cache.jpegstore import shard_frame_count, write_encoded
 from cstp_cli.data.cache.layout import STR, read_strings, strings
 from cstp_cli.data.decodepool import DecodeOutcome
 
@@ -30,10 +32,12 @@ def write_shard(folder: Path, seq: int, outcomes: list[DecodeOutcome]) -> Path:
     ok = sorted((o for o in outcomes if o.reason is None), key=lambda o: o.index)
     bad = sorted((o for o in outcomes if o.reason is not None), key=lambda o: o.index)
     with h5py.File(tmp, "w") as f:
-        if ok:
+        if ok and ok[0].encoded is not None:
+            write_encoded(f, [o.encoded for o in ok])
+        elif ok:
             f.create_dataset("frames", data=np.concatenate([o.frames for o in ok]))
         f["index"] = np.array([o.index for o in ok], dtype=np.int64)
-        f["nframes"] = np.array([len(o.frames) for o in ok], dtype=np.int64)
+        f["nframes"] = np.array([o.nframes for o in ok], dtype=np.int64)
         f["fps"] = np.array([o.fps for o in ok], dtype=np.float64)
         f["source_wh"] = np.array([o.source_wh for o in ok], dtype=np.int64).reshape(-1, 2)
         f["src_size"] = np.array([o.fingerprint["size"] for o in ok], dtype=np.int64)
@@ -57,6 +61,8 @@ class ShardVideo:
     mtime_ns: int
     sha1: str
     warnings: list[str]
+    sq_err: float = 0.0
+    sq_n: int = 0
 
 
 def scan_shards(folder: Path) -> tuple[dict[int, ShardVideo], dict[int, str], int]:
@@ -81,15 +87,17 @@ def scan_shards(folder: Path) -> tuple[dict[int, ShardVideo], dict[int, str], in
                 sizes, mtimes = f["src_size"][()], f["src_mtime_ns"][()]
                 sha1s, warns = read_strings(f["src_sha1"]), read_strings(f["warnings"])
                 findex, freason = f["failed_index"][()], read_strings(f["failed_reason"])
-                if len(index) and f["frames"].shape[0] != int(nframes.sum()):
+                if len(index) and shard_frame_count(f) != int(nframes.sum()):
                     raise ValueError("frame count mismatch")
+                sq_err = f["jpeg_sq_err"][()] if "jpeg_sq_err" in f else np.zeros(len(index))
+                sq_n = f["jpeg_sq_n"][()] if "jpeg_sq_n" in f else np.zeros(len(index), np.int64)
         except (OSError, KeyError, ValueError):
             shard.unlink(missing_ok=True)
             continue
         for k, i in enumerate(index.tolist()):
             done[i] = ShardVideo(
                 shard, int(starts[k]), int(nframes[k]), float(fps[k]), (int(wh[k][0]), int(wh[k][1])),
-                int(sizes[k]), int(mtimes[k]), sha1s[k], json.loads(warns[k]),
+                int(sizes[k]), int(mtimes[k]), sha1s[k], json.loads(warns[k]), float(sq_err[k]), int(sq_n[k]),
             )
         for i, reason in zip(findex.tolist(), freason):
             failed[i] = reason
