@@ -31,7 +31,7 @@ EMBED_DEFAULTS: dict[str, Any] = {
     "batch_size": 4,
     "workers": 2,
     "device": "auto",
-    "size": "171x128",
+    "size": None,  # None: a cache file's own frame size; 171x128 when a dataset folder is cached
     "backbone": "r21d",
     "width": "full",
 }
@@ -77,7 +77,7 @@ def embed(
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Videos per batch (default 4).")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", help="DataLoader workers (default 2).")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
-    size: Annotated[Optional[str], typer.Option("--size", help="Cache frame size WxH (default 171x128).")] = None,
+    size: Annotated[Optional[str], typer.Option("--size", help="Cache frame size WxH of a dataset folder (default 171x128); a cache file is read at its own size.")] = None,
     config: Annotated[Optional[str], typer.Option("--config", help="TOML file with an \\[embed] table.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -98,7 +98,7 @@ def embed(
     dev = ctx.device
     encoder, _module, info = feature_encoder(checkpoint, None, onnx, s["backbone"], s["width"], dev)
     with ddp.main_first():
-        reader = open_data(data, parse_size(s["size"]), int(s["workers"]))
+        reader = open_data(data, parse_size(s["size"]) if s["size"] else None, int(s["workers"]))
     if s["which"] == "all":
         videos = np.arange(reader.num_videos, dtype=np.int64)
         if videos.size == 0:

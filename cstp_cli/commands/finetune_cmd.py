@@ -37,7 +37,7 @@ SUPERVISED_DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "backbone": "r21d",
     "width": "full",
-    "size": "171x128",
+    "size": None,  # None: a cache file's own frame size; 171x128 when a dataset folder is cached
     "out": None,
 }
 
@@ -83,8 +83,11 @@ def load_settings(
 
 
 
-def open_data(data: str | None, size: tuple[int, int], workers: int | None) -> Any:
-    """DATA (dataset root, cache file or nothing = the synthetic set) → an open ``CacheReader``."""
+def open_data(data: str | None, size: tuple[int, int] | None, workers: int | None) -> Any:
+    """DATA (dataset root, cache file or nothing = the synthetic set) → an open ``CacheReader``.
+
+    ``size`` None: a cache file at its own frame size, a dataset folder cached at 171x128,
+    the synthetic set at its native size; a given ``size`` must match a cache file's."""
     from cstp_cli.data.cache import CacheReader
     from cstp_cli.data.resolve import resolve_data
 
@@ -132,6 +135,9 @@ def default_out(command: str, checkpoint: str | None, onnx: str | None = None) -
 
 # --------------------------------------------------------------------------- finetune / linear
 
+#: Files a finetune/linear run leaves in its ``--out`` folder; any of them means it holds a run.
+SUPERVISED_RUN_FILES = ("results.json", "split*/checkpoint.pt")
+
 
 def run_supervised_command(mode: str, data: str | None, checkpoint: str | None, init: str | None,
                            preset: str | None, config: str | None, resume: bool, quiet: bool,
@@ -143,8 +149,12 @@ def run_supervised_command(mode: str, data: str | None, checkpoint: str | None, 
     from cstp_cli.evaluation.reports import format_table, write_json
     from cstp_cli.evaluation.supervised import SupervisedConfig, run_supervised
 
+    from cstp_cli.core.rundir import check_run_folder
+
     s = load_settings(mode, SUPERVISED_DEFAULTS, preset, config, flags)
     folds = parse_splits(s["split"])
+    out = Path(s["out"]) if s["out"] else default_out(mode, checkpoint)
+    check_run_folder(out, SUPERVISED_RUN_FILES, flag="--out", resume=resume, continue_hint="--resume")  # before any data work
     module, info = load_encoder_source(checkpoint, init, s["backbone"], s["width"], int(s["seed"]))
     augment = [a.strip() for a in str(s["augment"] or "").split(",") if a.strip() and a.strip() != "none"]
     cfg = SupervisedConfig(
@@ -160,8 +170,7 @@ def run_supervised_command(mode: str, data: str | None, checkpoint: str | None, 
 
     ctx = ddp.init_distributed(cfg.device or "auto")  # torchrun: one rank per GPU; else one process
     with ddp.main_first():
-        reader = open_data(data, parse_size(s["size"]), cfg.workers)
-    out = Path(s["out"]) if s["out"] else default_out(mode, checkpoint)
+        reader = open_data(data, parse_size(s["size"]) if s["size"] else None, cfg.workers)
     quiet = quiet or not ctx.is_main
     log = (lambda m: None) if quiet else (lambda m: typer.echo(m, err=True))
     info = {**info, "frame_wh": tuple(int(v) for v in reader.frame_wh), "data": str(data) if data else "synthetic"}

@@ -28,7 +28,7 @@ RETRIEVE_DEFAULTS: dict[str, Any] = {
     "batch_size": 4,  # videos per batch (x clips)
     "workers": 2,
     "device": "auto",
-    "size": "171x128",
+    "size": None,  # None: a cache file's own frame size; 171x128 when a dataset folder is cached
     "montage": 6,
     "backbone": "r21d",
     "width": "full",
@@ -102,7 +102,7 @@ def retrieve(
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Videos per batch (default 4).")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", help="DataLoader workers (default 2).")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
-    size: Annotated[Optional[str], typer.Option("--size", help="Cache frame size WxH (default 171x128, the protocol's).")] = None,
+    size: Annotated[Optional[str], typer.Option("--size", help="Cache frame size WxH of a dataset folder (default 171x128, the protocol's); a cache file is read at its own size.")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of --init random weights (default 0).")] = None,
     montage: Annotated[Optional[int], typer.Option("--montage", help="Queries shown in the PNG (0: none; default 6).")] = None,
     out: Annotated[Optional[str], typer.Option("--out", help="Output folder (default runs/retrieve-<ckpt>).")] = None,
@@ -126,7 +126,7 @@ def retrieve(
     dev = ctx.device
     encoder, module, info = feature_encoder(checkpoint, init, onnx, s["backbone"], s["width"], dev, int(s["seed"]))
     with ddp.main_first():  # rank 0 builds a missing cache, the others reuse it
-        reader = open_data(data, parse_size(s["size"]), int(s["workers"]))
+        reader = open_data(data, parse_size(s["size"]) if s["size"] else None, int(s["workers"]))
     fold = int(s["split"])
     gallery = ev.split_indices(reader, fold, "train")
     queries = ev.split_indices(reader, fold, "test")

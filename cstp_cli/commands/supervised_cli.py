@@ -33,7 +33,7 @@ def supervised_command(kind: str, init_help: str, doc: str) -> Callable[..., Non
         head: Annotated[Optional[str], typer.Option("--head", help="code (L2→BN→Linear, default) or fc.")] = None,
         augment: Annotated[Optional[str], typer.Option("--augment", help="pace,rot: randomise pace/rotation in training.")] = None,
         seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed (default 0).")] = None,
-        size: Annotated[Optional[str], typer.Option("--size", help="Cache frame size WxH (default 171x128).")] = None,
+        size: Annotated[Optional[str], typer.Option("--size", help="Cache frame size WxH of a dataset folder (default 171x128); a cache file is read at its own size.")] = None,
         out: Annotated[Optional[str], typer.Option("--out", help=f"Output folder (default runs/{kind}-<ckpt>).")] = None,
         resume: Annotated[bool, typer.Option("--resume", help="Continue the runs in --out (each split's checkpoint.pt) at their next epoch.")] = False,
         config: Annotated[Optional[str], typer.Option("--config", help=f"TOML file with a \\[{kind}] table.")] = None,

@@ -314,11 +314,39 @@ def pretrain(
         return _pretrain(cfg, ctx, resume=resume, progress=progress, on_step=on_step, log=log)
 
 
+#: Files a pretraining run leaves in its folder; any of them means the folder holds a run.
+RUN_FILES = ("checkpoint.pt", "metrics.jsonl")
+
+
+def check_run_out(out: Path, state: dict | None, ctx: ddp.DistContext) -> None:
+    """Refuse (exit 2) a run folder that holds another run or cannot be written, on every rank.
+
+    Continuing a checkpoint in its own folder (``--resume RUN/checkpoint.pt``) is the one
+    case where the folder's run files are expected. Rank 0 checks; every rank raises the
+    same :class:`UsageError` (so no rank waits for one that has stopped).
+    """
+    from cstp_cli.core.rundir import check_run_folder
+
+    problem = None
+    if ctx.is_main:
+        same = state is not None and Path(state["_path"]).resolve().parent == out.resolve()
+        ckpt = out / "checkpoint.pt"
+        hint = f"--resume {ckpt}" if ckpt.is_file() else None
+        try:
+            check_run_folder(out, RUN_FILES, flag="-o", resume=same, continue_hint=hint)
+        except UsageError as exc:
+            problem = str(exc)
+    problem = ddp.broadcast_object(problem)
+    if problem:
+        raise UsageError(problem)
+
+
 def _pretrain(cfg: PretrainSettings | Mapping[str, Any], ctx: ddp.DistContext, *, resume: str | Path | None, progress: bool, on_step: Callable | None, log: Callable[[str], None] | None) -> PretrainResult:
     state = checkpointing.load_resume(resume) if resume else None
     if state is not None:
         cfg = checkpointing.resumed_config(state, cfg)
     cfg.out = ddp.broadcast_object(cfg.out)  # run folders named after the time must agree
+    check_run_out(Path(cfg.out), state, ctx)  # before any model, data or cache work
     run = setup(cfg, state, ctx)
     run.out.mkdir(parents=True, exist_ok=True)
     if log is not None and ctx.is_main:
