@@ -134,6 +134,33 @@ def test_resumed_run_points_next_at_the_original_data(cache, tmp_path, capsys):
     assert f"next:       cstp retrieve {cache} --checkpoint {out / 'checkpoint.pt'}" in capsys.readouterr().out
 
 
+@pytest.fixture(scope="module")
+def labelled_cache(tmp_path_factory):
+    """8 videos of 40x32 (not the protocol's 171x128), two classes, 6 train and 2 test."""
+    return write_cache(render_videos(8, 16, (40, 32), seed=4), tmp_path_factory.mktemp("lab") / "lab.h5",
+                       labels=[0, 1] * 4, train=[True] * 6 + [False] * 2)
+
+
+def test_the_printed_next_command_runs_on_a_cache_of_its_own_frame_size(labelled_cache, tmp_path, capsys, monkeypatch):
+    import shlex
+
+    monkeypatch.chdir(tmp_path)  # the printed command writes under ./runs
+    from cstp_cli.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["pretrain", str(labelled_cache), "--epochs", "1", "--out", str(tmp_path / "run"), *TINY])
+    assert info.value.code in (None, 0)
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("next:"))
+    argv = shlex.split(line.split(":", 1)[1])
+    assert argv[0] == "cstp" and "--size" not in argv  # an explicit cache is read at its own size
+    with pytest.raises(SystemExit) as info:
+        main(argv[1:])
+    captured = capsys.readouterr()
+    assert info.value.code in (None, 0), captured.err
+    result = json.loads((tmp_path / "runs" / "retrieve-checkpoint" / "retrieval.json").read_text())
+    assert result["switches"]["frame_wh"] == [40, 32] and set(result["recall"]) >= {"R@1", "R@5"}
+
+
 def test_next_command_quotes_paths_and_keeps_a_chosen_frame_size():
     from pathlib import Path
 
