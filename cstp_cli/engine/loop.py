@@ -7,7 +7,9 @@ photometric, task device transforms, normalisation) → one online encoder pass 
 weighted joint loss → backward → grad-norm clip → SGD step → cosine lr → the scheme's
 ``after_step``.
 
-Stops: after the last step (checkpoint), at ``max_steps`` (checkpoint), on
+Checkpoints (and the loss plot, redrawn in a background thread) follow
+``--checkpoint-every`` (:class:`~cstp_cli.engine.checkpointing.Cadence`; default every 10
+minutes). Stops: after the last step (checkpoint), at ``max_steps`` (checkpoint), on
 SIGINT/SIGTERM (checkpoint at the last finished step, ``interrupted=True``), on a NaN/inf
 loss (:class:`TrainingError`; no checkpoint is written, the last good one stays).
 """
@@ -30,7 +32,7 @@ from cstp_cli.core import dist as ddp
 from cstp_cli.engine.config import PretrainSettings
 from cstp_cli.engine.data import PairDataset, make_loader, steps_per_epoch
 from cstp_cli.core.progress import Progress
-from cstp_cli.engine.metrics import MetricsLog, plot_losses, progress_suffix, split_logs
+from cstp_cli.engine.metrics import LossPlotter, MetricsLog, chance_levels, progress_suffix, split_logs
 from cstp_cli.engine.objective import build_objective, describe, parse_selection
 from cstp_cli.engine.optim import CosineSchedule, clip_gradients, make_sgd, trainable
 from cstp_cli.engine.run import PretrainResult, Run
@@ -207,6 +209,7 @@ def train(
     *,
     progress: bool = True,
     on_step: Callable[[Run, int, torch.Tensor, Any, dict[str, float]], None] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> PretrainResult:
     """Run the remaining steps of ``run`` (see the module docstring for how it stops).
 
@@ -236,7 +239,8 @@ def train(
     run.objective.train()
     flag = _StopFlag()
     checkpoint: Path | None = None
-    plot: Path | None = None
+    cadence = checkpointing.Cadence(cfg.checkpoint_every, run.spe)
+    plotter = LossPlotter(run.out / "metrics.jsonl", run.out / "loss.png", chance_levels(run.objective), warn=log) if writer else None
     start = run.step
     t_last = time.perf_counter()
     try:
@@ -267,9 +271,11 @@ def train(
                 bar.update(done=run.step, suffix=suffix, force=run.step % run.spe == 0)
                 if on_step is not None:
                     on_step(run, run.step, frames, batch, values)
-                if run.step % run.spe == 0 and run.step < stop_step and writer:
+                if writer and run.step < stop_step and cadence.due(run.step):
                     checkpoint = save(run)
-                    plot = plot_losses(metrics.path, run.out / "loss.png")
+                    cadence.saved()
+                    plotter.request()  # drawn in a background thread, off the training path
+                    t_last = time.perf_counter()  # the next step's clips/s measures the step, not the save
                 if interrupt_after and run.step - start == interrupt_after:
                     os.kill(os.getpid(), signal.SIGINT)
             interrupted = stop and run.step < stop_step
@@ -278,9 +284,12 @@ def train(
         bar.close()
         if metrics is not None:
             metrics.close()
+        if plotter is not None:
+            plotter.wait()  # no redraw outlives the run (a NaN stop included)
+    plot = None
     if writer:
         checkpoint = save(run)
-        plot = plot_losses(run.out / "metrics.jsonl", run.out / "loss.png")
+        plot = plotter.finish()
     return PretrainResult(
         out=run.out,
         checkpoint=checkpoint,
@@ -357,4 +366,4 @@ def _pretrain(cfg: PretrainSettings | Mapping[str, Any], ctx: ddp.DistContext, *
             f"batch {cfg.batch_size}, clips {cfg.frames}×{cfg.clip_size}² from {run.frame_wh[0]}x{run.frame_wh[1]} frames"
             + (f"; resuming at step {run.step}" if state is not None else "")
         )
-    return train(run, progress=progress, on_step=on_step)
+    return train(run, progress=progress, on_step=on_step, log=log)
