@@ -364,6 +364,7 @@ def _pretrain(cfg: PretrainSettings | Mapping[str, Any], ctx: ddp.DistContext, *
             + (f" × {ctx.world_size} ranks ({ctx.backend})" if ctx.distributed else "") + ": "
             f"{describe(run.objective)}; {len(run.dataset)} videos, {run.spe} steps/epoch × {cfg.epochs} epochs, "
             f"batch {cfg.batch_size}, clips {cfg.frames}×{cfg.clip_size}² from {run.frame_wh[0]}x{run.frame_wh[1]} frames"
+            + f"; checkpoint every {cfg.checkpoint_every} and at the end"
             + (f"; resuming at step {run.step}" if state is not None else "")
         )
     return train(run, progress=progress, on_step=on_step, log=log)
