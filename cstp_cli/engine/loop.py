@@ -197,7 +197,8 @@ def _nan_message(run: Run, values: dict[str, float], step: int) -> str:
     bad = {k.split("/", 1)[-1]: v for k, v in values.items() if not math.isfinite(v)}
     terms = ", ".join(f"{k}={v:.4g}" for k, v in values.items() if k.startswith("terms/"))
     last = run.out / "checkpoint.pt"
-    kept = f"the last good checkpoint {last} is kept" if last.exists() else "no checkpoint was written yet"
+    kept = (f"the last good checkpoint {last} is kept" if last.exists()
+            else f"no checkpoint was written yet (--checkpoint-every {run.cfg.checkpoint_every})")
     return (
         f"loss became non-finite at step {step + 1} (epoch {step // run.spe + 1}): "
         f"{', '.join(f'{k}={v}' for k, v in bad.items())} [{terms}]; {kept}; lower --lr or check the data"
