@@ -58,12 +58,40 @@ def build_app() -> typer.Typer:
             continue
         importlib.import_module(f"cstp_cli.commands.{name}").register(app)
     try:
-        from cstp_cli.plugins import get_registry
-
-        get_registry().pm.hook.register_commands(app=app)
+        _register_plugin_commands(app)
     except CstpError as exc:
         _fail(exc)
     return app
+
+
+#: The distribution whose entry points are the built-in plugins (they add no commands).
+_BUILTIN_DISTRIBUTION = "cstp"
+
+
+def _third_party_plugins() -> list[str]:
+    """Names of the ``"cstp"`` entry points of other distributions than cstp itself."""
+    import importlib.metadata as md
+
+    out = []
+    for ep in md.entry_points(group="cstp"):
+        dist = (getattr(getattr(ep, "dist", None), "name", None) or "?").lower()
+        if dist != _BUILTIN_DISTRIBUTION:
+            out.append(ep.name)
+    return out
+
+
+def _register_plugin_commands(app: typer.Typer) -> None:
+    """Let plugins add commands (hook ``register_commands``).
+
+    The built-in plugins add none and import torch, so the plugin registry is loaded only
+    when a third-party plugin is installed: ``cstp --help`` and every command's ``--help``
+    stay free of torch (issue 13 item 9). Components are looked up when a command runs.
+    """
+    if not _third_party_plugins():
+        return
+    from cstp_cli.plugins import get_registry
+
+    get_registry().pm.hook.register_commands(app=app)
 
 
 def _fail(exc: CstpError) -> None:

@@ -25,6 +25,11 @@ class PluginError(CstpError):
     """A plugin failed to load, a name is unknown, or two plugins claim one name."""
 
 
+class UnknownComponentError(UsageError, PluginError):
+    """A ``--backbone/--contrastive/--pretext`` name no installed plugin provides (exit 2;
+    the message lists the installed names). Still a :class:`PluginError` for callers."""
+
+
 class DataError(CstpError):
     """A dataset folder, split file or annotation file is missing or malformed."""
 

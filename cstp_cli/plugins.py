@@ -24,7 +24,7 @@ import pluggy
 
 from cstp_cli import hookspecs
 from cstp_cli.api import BackboneSpec, PretextSpec, SchemeSpec
-from cstp_cli.errors import PluginError
+from cstp_cli.errors import PluginError, UnknownComponentError
 
 ENTRY_POINT_GROUP = "cstp"
 DISTRIBUTION = "cstp"
@@ -146,7 +146,7 @@ class Registry:
         found = self.components[kind].get(name)
         if found is None:
             known = ", ".join(self.names(kind)) or "none"
-            raise PluginError(f"unknown {kind} {name!r}; installed: {known}")
+            raise UnknownComponentError(f"unknown {kind} {name!r}; installed: {known}")
         return found.spec
 
     def backbone(self, name: str) -> BackboneSpec:

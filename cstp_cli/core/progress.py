@@ -7,7 +7,9 @@ grows slowly. Used by cache builds, pretraining, fine-tuning and feature extract
 The ETA is ``remaining / rate`` where the rate is measured from the *first* update on
 (never from construction, and without the items of that first update): start-up work —
 spawning workers, building a model, the first CUDA kernels — does not make the estimate lie
-for the whole run, and items done before a resume are not counted as if done now.
+for the whole run, and items done before a resume are not counted as if done now. Pauses
+between updates (a checkpoint save every ``--checkpoint-every``) stay in the rate: they
+recur at the same share of the remaining time, so the ETA includes them.
 """
 
 from __future__ import annotations

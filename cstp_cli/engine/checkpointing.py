@@ -13,16 +13,46 @@ needs no loss scaler; ``scaler`` records that.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
 from cstp_cli.core.checkpoint import atomic_save, encoder_checkpoint, load_checkpoint
-from cstp_cli.engine.config import PretrainSettings
+from cstp_cli.engine.config import PretrainSettings, parse_every
 from cstp_cli.engine.run import Run
 from cstp_cli.errors import CheckpointError, UsageError
 
+
+class Cadence:
+    """When the loop writes a checkpoint between steps (``--checkpoint-every``; issue 13 item 7).
+
+    A checkpoint (and the loss plot) every epoch dominates a short run on a small dataset,
+    so they follow a cadence: a time (``"10m"``: 10 minutes after the last save or the start),
+    a step count (``"500steps"``: every global step divisible by 500, so a resumed run keeps
+    the same save points) or epochs; ``"end"`` saves only at the end. The loop always saves
+    at the end and on an interrupt, whatever the cadence.
+    """
+
+    def __init__(self, every: str, steps_per_epoch: int, clock: Callable[[], float] = time.monotonic):
+        self.kind, amount = parse_every(every)
+        self.period = amount if self.kind == "seconds" else 0.0
+        self.steps = int(amount) * (int(steps_per_epoch) if self.kind == "epochs" else 1)
+        self.clock = clock
+        self.last = clock()
+
+    def due(self, step: int) -> bool:
+        """True when a checkpoint is due after global step ``step``."""
+        if self.kind == "seconds":
+            return self.clock() - self.last >= self.period
+        if self.kind in ("steps", "epochs"):
+            return step % self.steps == 0
+        return False
+
+    def saved(self) -> None:
+        """Record that a checkpoint was just written (the time cadence restarts)."""
+        self.last = self.clock()
 
 
 def _cpu(state: Any) -> Any:

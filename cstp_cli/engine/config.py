@@ -23,6 +23,7 @@ TOML layout (every key optional)::
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -36,6 +37,41 @@ from cstp_cli.errors import UsageError
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 #: The preset of a bare ``cstp pretrain`` (no DATA: the built-in synthetic dataset).
 BARE_PRESET = "cpu-synthetic"
+
+
+#: Units of ``--checkpoint-every``: seconds per time unit, or "steps"/"epochs".
+_EVERY_UNITS: dict[str, float | str] = {
+    "s": 1.0, "sec": 1.0, "secs": 1.0, "second": 1.0, "seconds": 1.0,
+    "m": 60.0, "min": 60.0, "mins": 60.0, "minute": 60.0, "minutes": 60.0,
+    "h": 3600.0, "hour": 3600.0, "hours": 3600.0,
+    "step": "steps", "steps": "steps", "epoch": "epochs", "epochs": "epochs",
+}
+
+
+def parse_every(value: Any) -> tuple[str, float]:
+    """``--checkpoint-every`` → ``(kind, amount)``: ``"10m"`` → ``("seconds", 600.0)``,
+    ``"500steps"`` → ``("steps", 500)``, ``"2epochs"`` → ``("epochs", 2)``, ``"end"`` →
+    ``("end", 0)`` (only at the end and on an interrupt). Raises :class:`UsageError`."""
+    text = str(value).strip().lower().replace(" ", "")
+    if text in ("end", "never", "off"):
+        return "end", 0.0
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([a-z]+)", text)
+    unit = _EVERY_UNITS.get(match.group(2)) if match else None
+    amount = float(match.group(1)) if match else 0.0
+    if unit is None or amount <= 0 or (isinstance(unit, str) and amount != int(amount)):
+        raise UsageError(
+            f"--checkpoint-every expects a time (30s, 10m, 1h), a step count (500steps), "
+            f"an epoch count (1epoch) or end, got {value!r}"
+        )
+    return ("seconds", amount * unit) if isinstance(unit, float) else (unit, float(int(amount)))
+
+
+def _every_problem(value: Any) -> str | None:
+    try:
+        parse_every(value)
+    except UsageError as exc:
+        return str(exc).removeprefix("--checkpoint-every ")
+    return None
 
 
 def _fraction(value: Any) -> str | None:
@@ -95,6 +131,9 @@ class PretrainSettings(Settings):
     clip_size: int = setting(112, "Clip side S in pixels.", minimum=8)
     size: str | None = setting(None, "Cache frame size WxH when DATA is a dataset folder; none: a cache file's own size, 171x128 when building.", check=_size_problem)
     max_steps: int | None = setting(None, "Stop (with a checkpoint) after this many optimiser steps in total.", minimum=1, resume=True)
+    checkpoint_every: str = setting("10m", "How often checkpoint.pt and loss.png are written: a time (30s, 10m, 1h), "
+                                    "a step count (500steps), epochs (1epoch) or end; always also at the end and on Ctrl+C.",
+                                    check=_every_problem, resume=True)
     objective: ObjectiveSettings = setting(None, "The joint objective.", kind="sub")
     pretext: dict = setting({}, "Options of pretext tasks, [pretext.NAME] tables.", kind="table", flag=False)
     contrastive: dict = setting({}, "Options of contrastive schemes, [contrastive.NAME] tables.", kind="table", flag=False)

@@ -7,7 +7,9 @@ photometric, task device transforms, normalisation) → one online encoder pass 
 weighted joint loss → backward → grad-norm clip → SGD step → cosine lr → the scheme's
 ``after_step``.
 
-Stops: after the last step (checkpoint), at ``max_steps`` (checkpoint), on
+Checkpoints (and the loss plot, redrawn in a background thread) follow
+``--checkpoint-every`` (:class:`~cstp_cli.engine.checkpointing.Cadence`; default every 10
+minutes). Stops: after the last step (checkpoint), at ``max_steps`` (checkpoint), on
 SIGINT/SIGTERM (checkpoint at the last finished step, ``interrupted=True``), on a NaN/inf
 loss (:class:`TrainingError`; no checkpoint is written, the last good one stays).
 """
@@ -30,7 +32,7 @@ from cstp_cli.core import dist as ddp
 from cstp_cli.engine.config import PretrainSettings
 from cstp_cli.engine.data import PairDataset, make_loader, steps_per_epoch
 from cstp_cli.core.progress import Progress
-from cstp_cli.engine.metrics import MetricsLog, plot_losses, progress_suffix, split_logs
+from cstp_cli.engine.metrics import LossPlotter, MetricsLog, chance_levels, progress_suffix, split_logs
 from cstp_cli.engine.objective import build_objective, describe, parse_selection
 from cstp_cli.engine.optim import CosineSchedule, clip_gradients, make_sgd, trainable
 from cstp_cli.engine.run import PretrainResult, Run
@@ -197,7 +199,8 @@ def _nan_message(run: Run, values: dict[str, float], step: int) -> str:
     bad = {k.split("/", 1)[-1]: v for k, v in values.items() if not math.isfinite(v)}
     terms = ", ".join(f"{k}={v:.4g}" for k, v in values.items() if k.startswith("terms/"))
     last = run.out / "checkpoint.pt"
-    kept = f"the last good checkpoint {last} is kept" if last.exists() else "no checkpoint was written yet"
+    kept = (f"the last good checkpoint {last} is kept" if last.exists()
+            else f"no checkpoint was written yet (--checkpoint-every {run.cfg.checkpoint_every})")
     return (
         f"loss became non-finite at step {step + 1} (epoch {step // run.spe + 1}): "
         f"{', '.join(f'{k}={v}' for k, v in bad.items())} [{terms}]; {kept}; lower --lr or check the data"
@@ -209,6 +212,7 @@ def train(
     *,
     progress: bool = True,
     on_step: Callable[[Run, int, torch.Tensor, Any, dict[str, float]], None] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> PretrainResult:
     """Run the remaining steps of ``run`` (see the module docstring for how it stops).
 
@@ -238,7 +242,8 @@ def train(
     run.objective.train()
     flag = _StopFlag()
     checkpoint: Path | None = None
-    plot: Path | None = None
+    cadence = checkpointing.Cadence(cfg.checkpoint_every, run.spe)
+    plotter = LossPlotter(run.out / "metrics.jsonl", run.out / "loss.png", chance_levels(run.objective), warn=log) if writer else None
     start = run.step
     prefetcher = None
     t_last = time.perf_counter()
@@ -274,9 +279,11 @@ def train(
                 bar.update(done=run.step, suffix=suffix, force=run.step % run.spe == 0)
                 if on_step is not None:
                     on_step(run, run.step, frames, batch, values)
-                if run.step % run.spe == 0 and run.step < stop_step and writer:
+                if writer and run.step < stop_step and cadence.due(run.step):
                     checkpoint = save(run)
-                    plot = plot_losses(metrics.path, run.out / "loss.png")
+                    cadence.saved()
+                    plotter.request()  # drawn in a background thread, off the training path
+                    t_last = time.perf_counter()  # the next step's clips/s measures the step, not the save
                 if interrupt_after and run.step - start == interrupt_after:
                     os.kill(os.getpid(), signal.SIGINT)
             interrupted = stop and run.step < stop_step
@@ -287,9 +294,12 @@ def train(
         bar.close()
         if metrics is not None:
             metrics.close()
+        if plotter is not None:
+            plotter.wait()  # no redraw outlives the run (a NaN stop included)
+    plot = None
     if writer:
         checkpoint = save(run)
-        plot = plot_losses(run.out / "metrics.jsonl", run.out / "loss.png")
+        plot = plotter.finish()
     return PretrainResult(
         out=run.out,
         checkpoint=checkpoint,
@@ -323,11 +333,39 @@ def pretrain(
         return _pretrain(cfg, ctx, resume=resume, progress=progress, on_step=on_step, log=log)
 
 
+#: Files a pretraining run leaves in its folder; any of them means the folder holds a run.
+RUN_FILES = ("checkpoint.pt", "metrics.jsonl")
+
+
+def check_run_out(out: Path, state: dict | None, ctx: ddp.DistContext) -> None:
+    """Refuse (exit 2) a run folder that holds another run or cannot be written, on every rank.
+
+    Continuing a checkpoint in its own folder (``--resume RUN/checkpoint.pt``) is the one
+    case where the folder's run files are expected. Rank 0 checks; every rank raises the
+    same :class:`UsageError` (so no rank waits for one that has stopped).
+    """
+    from cstp_cli.core.rundir import check_run_folder
+
+    problem = None
+    if ctx.is_main:
+        same = state is not None and Path(state["_path"]).resolve().parent == out.resolve()
+        ckpt = out / "checkpoint.pt"
+        hint = f"--resume {ckpt}" if ckpt.is_file() else None
+        try:
+            check_run_folder(out, RUN_FILES, flag="-o", resume=same, continue_hint=hint)
+        except UsageError as exc:
+            problem = str(exc)
+    problem = ddp.broadcast_object(problem)
+    if problem:
+        raise UsageError(problem)
+
+
 def _pretrain(cfg: PretrainSettings | Mapping[str, Any], ctx: ddp.DistContext, *, resume: str | Path | None, progress: bool, on_step: Callable | None, log: Callable[[str], None] | None) -> PretrainResult:
     state = checkpointing.load_resume(resume) if resume else None
     if state is not None:
         cfg = checkpointing.resumed_config(state, cfg)
     cfg.out = ddp.broadcast_object(cfg.out)  # run folders named after the time must agree
+    check_run_out(Path(cfg.out), state, ctx)  # before any model, data or cache work
     run = setup(cfg, state, ctx)
     run.out.mkdir(parents=True, exist_ok=True)
     if log is not None and ctx.is_main:
@@ -336,6 +374,7 @@ def _pretrain(cfg: PretrainSettings | Mapping[str, Any], ctx: ddp.DistContext, *
             + (f" × {ctx.world_size} ranks ({ctx.backend})" if ctx.distributed else "") + ": "
             f"{describe(run.objective)}; {len(run.dataset)} videos, {run.spe} steps/epoch × {cfg.epochs} epochs, "
             f"batch {cfg.batch_size}, clips {cfg.frames}×{cfg.clip_size}² from {run.frame_wh[0]}x{run.frame_wh[1]} frames"
+            + f"; checkpoint every {cfg.checkpoint_every} and at the end"
             + (f"; resuming at step {run.step}" if state is not None else "")
         )
-    return train(run, progress=progress, on_step=on_step)
+    return train(run, progress=progress, on_step=on_step, log=log)

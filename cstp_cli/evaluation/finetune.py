@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from cstp_cli.core.rundir import check_run_folder
 from cstp_cli.evaluation.settings import FinetuneSettings
 from cstp_cli.evaluation.sources import EncoderSource, default_out, load_encoder_source, open_data
 
@@ -22,6 +23,8 @@ __all__ = ["SupervisedResult", "run_finetune", "run_supervised_folds", "METRICS"
 
 #: The test metrics of a fold, in percent (METHOD §6 test).
 METRICS = ("video_top1", "video_top5", "clip_top1")
+#: Files a finetune/linear run leaves in its ``--out`` folder; any of them means it holds a run.
+SUPERVISED_RUN_FILES = ("results.json", "split*/checkpoint.pt")
 
 
 @dataclass
@@ -80,6 +83,8 @@ def run_supervised_folds(
     settings.validate()  # settings built in Python are checked like layered ones
     encoder.check(allow_onnx=False)
     folds = settings.folds
+    out = Path(settings.out) if settings.out else default_out(mode, encoder)
+    check_run_folder(out, SUPERVISED_RUN_FILES, flag="--out", resume=resume, continue_hint="--resume")  # before any data work
     module, info = load_encoder_source(encoder.checkpoint, encoder.init, settings.backbone, settings.width, int(settings.seed))
     augment = settings.augment_list
     cfg = SupervisedConfig(
@@ -94,7 +99,6 @@ def run_supervised_folds(
     ctx = ddp.init_distributed(cfg.device or "auto")  # torchrun: one rank per GPU; else one process
     with ddp.main_first():
         reader = open_data(data, settings.frame_size, cfg.workers)
-    out = Path(settings.out) if settings.out else default_out(mode, encoder)
     show = ctx.is_main
     say = log if (log is not None and show) else (lambda m: None)
     info = {**info, "frame_wh": tuple(int(v) for v in reader.frame_wh), "data": str(data) if data else "synthetic"}

@@ -49,7 +49,7 @@ class EvalSettings(Settings):
     @property
     def frame_size(self) -> tuple[int, int]:
         """``size`` parsed as (W, H)."""
-        return parse_size(self.size)  # type: ignore[attr-defined]
+        return parse_size(self.size) if self.size else None  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -74,7 +74,7 @@ class FinetuneSettings(EvalSettings):
     head: str = setting("code", "code (L2→BN→Linear) or fc.", choices=("code", "fc"))
     augment: str = setting("", "pace,rot: randomise pace/rotation in training (empty or none: neither).")
     seed: int = setting(0, "Random seed.")
-    size: str = setting("171x128", "Cache frame size WxH.", check=size_problem)
+    size: str | None = setting(None, "Cache frame size WxH when DATA is a dataset folder (171x128 when none); a cache file is read at its own size.", check=size_problem)
     out: str | None = setting(None, "Output folder; none: runs/finetune-<ckpt>.")
     weight_decay: float = setting(5e-4, "SGD weight decay.", flag=False, minimum=0.0)
     plateau_patience: int = setting(10, "Epochs without a better validation loss before lr ×0.1.", flag=False, minimum=0)
@@ -120,7 +120,7 @@ class RetrievalSettings(EvalSettings):
     batch_size: int = setting(4, "Videos per batch (× clips).", minimum=1)
     workers: int = setting(2, "DataLoader workers.", minimum=0)
     device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
-    size: str = setting("171x128", "Cache frame size WxH (the protocol's: 171x128).", check=size_problem)
+    size: str | None = setting(None, "Cache frame size WxH when DATA is a dataset folder (the protocol's 171x128 when none); a cache file is read at its own size.", check=size_problem)
     seed: int = setting(0, "Seed of --init random weights.")
     montage: int = setting(6, "Queries shown in the PNG (0: none).", minimum=0)
     out: str | None = setting(None, "Output folder; none: runs/retrieve-<ckpt>.")
@@ -145,6 +145,6 @@ class EmbedSettings(EvalSettings):
     batch_size: int = setting(4, "Videos per batch (× clips).", minimum=1)
     workers: int = setting(2, "DataLoader workers.", minimum=0)
     device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
-    size: str = setting("171x128", "Cache frame size WxH.", check=size_problem)
+    size: str | None = setting(None, "Cache frame size WxH when DATA is a dataset folder (171x128 when none); a cache file is read at its own size.", check=size_problem)
     backbone: str = setting("r21d", "Backbone of the encoder (recorded).", flag=False)
     width: str = setting("full", "Width of the encoder (recorded).", flag=False)

@@ -9,6 +9,7 @@ Head ``D → D → |P|`` (Linear-BN-ReLU-Linear) shared by both clips; term ``"p
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
 import numpy as np
@@ -51,6 +52,11 @@ class PaceTask(PretextTask):
             j = int(np.argmin(self.rates))
             plan.pace = 1
         plan.labels["pace.rate"] = np.int64(j)
+
+    @property
+    def chance_loss(self) -> dict[str, float]:
+        """The term at chance: ``ln |P|`` per clip it sums over, for the loss plot."""
+        return {"pace": self.clips * math.log(len(self.rates))}
 
     def head(self, feature_dim: int) -> nn.Module:
         """``D → D → |P|`` (METHOD §3)."""

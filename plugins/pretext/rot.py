@@ -10,6 +10,7 @@ before cropping). Head ``D → D → 4`` shared by both clips; term ``"rot"`` =
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
 import numpy as np
@@ -63,6 +64,11 @@ class RotTask(PretextTask):
     def device_transform(self, clips: torch.Tensor, batch: PlanBatch) -> torch.Tensor:
         """clips float[B, 2, 3, T, S, S] → the same, rotated by ``batch.rot90`` (int64[B, 2])."""
         return rotate_clips(clips, batch.rot90, batch.extras.get("sampling.rot_first"))
+
+    @property
+    def chance_loss(self) -> dict[str, float]:
+        """The term at chance: ``ln 4`` per clip it sums over, for the loss plot."""
+        return {"rot": self.clips * math.log(4)}
 
     def head(self, feature_dim: int) -> nn.Module:
         """``D → D → 4`` (METHOD §3)."""

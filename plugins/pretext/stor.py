@@ -16,6 +16,7 @@ Heads: spatial and temporal, each ``2D → 2D → n`` (Linear-BN-ReLU-Linear) on
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from typing import Any, Mapping
 
@@ -190,6 +191,11 @@ class StorTask(PretextTask):
         return [(x1, y1, w, h), (x2, y2, w, h)]
 
     # training side --------------------------------------------------------------------
+    @property
+    def chance_loss(self) -> dict[str, float]:
+        """Each part's cross-entropy at chance: ``ln n`` (n-way; ``ln 5`` by default), for the loss plot."""
+        return {f"stor.{p}": math.log(self.n) for p in self.parts}
+
     def head(self, feature_dim: int) -> nn.Module:
         """One ``2D → 2D → n`` head per part, keyed ``"spatial"``/``"temporal"`` (METHOD §3)."""
         d = 2 * int(feature_dim)

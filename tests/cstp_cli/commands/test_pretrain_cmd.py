@@ -61,9 +61,56 @@ def test_objective_errors_come_before_any_data_is_built(tmp_path, capsys, monkey
     assert not (tmp_path / "cachedir").exists()  # the built-in dataset was neither generated nor cached
 
 
-def test_unknown_scheme_exits_1_listing_installed(cache, tmp_path, capsys):
-    code, err = _main(["pretrain", str(cache), "--contrastive", "vicreg", "--out", str(tmp_path / "r"), *TINY], capsys)
-    assert code == 1 and "unknown contrastive 'vicreg'; installed: byol" in err
+@pytest.mark.parametrize("flag, name, listed", [
+    ("--contrastive", "vicreg", "unknown contrastive 'vicreg'; installed: byol, moco, simclr, simsiam"),
+    ("--pretext", "stor,jigsaw", "unknown pretext 'jigsaw'; installed: pace, rot, stor"),
+    ("--backbone", "vit", "unknown backbone 'vit'; installed: c3d, cnn4, r21d"),
+])
+def test_unknown_component_name_is_a_usage_error_listing_the_installed_ones(cache, tmp_path, capsys, flag, name, listed):
+    code, err = _main(["pretrain", str(cache), flag, name, "--out", str(tmp_path / "r"), *TINY], capsys)
+    assert code == 2 and listed in err
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())  # refused before anything was written
+
+
+def test_a_finished_run_is_never_replaced_without_resume(cache, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _ = _main(["pretrain", str(cache), "--epochs", "1", "--out", str(out), "-q", *TINY], capsys)
+    assert code in (None, 0)
+    before = {name: (out / name).read_bytes() for name in ("checkpoint.pt", "metrics.jsonl")}
+    code, err = _main(["pretrain", str(cache), "--epochs", "1", "--out", str(out), "-q", *TINY], capsys)
+    assert code == 2
+    assert f"{out} already holds a run (checkpoint.pt, metrics.jsonl)" in err
+    assert f"--resume {out / 'checkpoint.pt'}" in err and "another -o" in err
+    assert {name: (out / name).read_bytes() for name in before} == before
+
+
+def test_a_started_run_without_a_checkpoint_is_kept_too(cache, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"step": 1, "loss": 3.0}\n')
+    code, err = _main(["pretrain", str(cache), "--out", str(out), "-q", *TINY], capsys)
+    assert code == 2 and "already holds a run (metrics.jsonl)" in err and "choose another -o" in err
+    assert "--resume" not in err  # there is no checkpoint to continue
+    assert (out / "metrics.jsonl").read_text() == '{"step": 1, "loss": 3.0}\n'
+
+
+def test_resume_into_another_folder_holding_a_run_is_refused(cache, tmp_path, capsys):
+    first, other = tmp_path / "first", tmp_path / "other"
+    for out in (first, other):
+        _main(["pretrain", str(cache), "--epochs", "1", "--max-steps", "1", "--out", str(out), "-q", *TINY], capsys)
+    kept = (other / "checkpoint.pt").read_bytes()
+    code, err = _main(["pretrain", "--resume", str(first / "checkpoint.pt"), "--out", str(other), "-q"], capsys)
+    assert code == 2 and f"{other} already holds a run" in err
+    assert (other / "checkpoint.pt").read_bytes() == kept
+
+
+def test_an_unwritable_run_folder_is_refused_before_any_data_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CSTP_CACHE_DIR", str(tmp_path / "cachedir"))
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, err = _main(["pretrain", "--out", str(blocker), "-q", *TINY], capsys)
+    assert code == 2 and f"{blocker} is a file, not a folder; choose another -o" in err
+    assert not (tmp_path / "cachedir").exists()  # the built-in dataset was neither generated nor cached
 
 
 def test_resume_continues_to_the_end_from_the_command_line(cache, tmp_path, capsys):
@@ -85,6 +132,33 @@ def test_resumed_run_points_next_at_the_original_data(cache, tmp_path, capsys):
         main(["pretrain", "--resume", str(out / "checkpoint.pt")])
     assert info.value.code in (None, 0)
     assert f"next:       cstp retrieve {cache} --checkpoint {out / 'checkpoint.pt'}" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def labelled_cache(tmp_path_factory):
+    """8 videos of 40x32 (not the protocol's 171x128), two classes, 6 train and 2 test."""
+    return write_cache(render_videos(8, 16, (40, 32), seed=4), tmp_path_factory.mktemp("lab") / "lab.h5",
+                       labels=[0, 1] * 4, train=[True] * 6 + [False] * 2)
+
+
+def test_the_printed_next_command_runs_on_a_cache_of_its_own_frame_size(labelled_cache, tmp_path, capsys, monkeypatch):
+    import shlex
+
+    monkeypatch.chdir(tmp_path)  # the printed command writes under ./runs
+    from cstp_cli.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["pretrain", str(labelled_cache), "--epochs", "1", "--out", str(tmp_path / "run"), *TINY])
+    assert info.value.code in (None, 0)
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("next:"))
+    argv = shlex.split(line.split(":", 1)[1])
+    assert argv[0] == "cstp" and "--size" not in argv  # an explicit cache is read at its own size
+    with pytest.raises(SystemExit) as info:
+        main(argv[1:])
+    captured = capsys.readouterr()
+    assert info.value.code in (None, 0), captured.err
+    result = json.loads((tmp_path / "runs" / "retrieve-checkpoint" / "retrieval.json").read_text())
+    assert result["switches"]["frame_wh"] == [40, 32] and set(result["recall"]) >= {"R@1", "R@5"}
 
 
 def test_next_command_quotes_paths_and_keeps_a_chosen_frame_size():

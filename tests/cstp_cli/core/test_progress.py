@@ -85,3 +85,13 @@ def test_suffix_is_kept_until_replaced(monkeypatch):
 
 def test_format_seconds():
     assert format_seconds(75) == "01:15" and format_seconds(3725) == "1:02:05" and format_seconds(float("inf")) == "--:--"
+
+
+def test_pauses_between_updates_such_as_checkpoint_saves_count_in_the_eta(monkeypatch):
+    bar, clock, _ = _bar(monkeypatch, total=20)
+    bar.update(1)
+    for step in range(2, 11):
+        clock.now += 1.0 + (8.0 if step == 6 else 0.0)  # steps of 1 s, one 8 s checkpoint save after step 5
+        bar.update(1)
+    assert bar.rate() == 9 / 17  # 9 steps in 17 s, the save included
+    assert bar.eta() == 10 / (9 / 17)  # the remaining 10 steps at that rate (saves recur at the same share)

@@ -57,6 +57,8 @@ def test_unknown_preset_lists_the_shipped_ones():
     ("width", "huge", "--width must be one of full, tiny"), ("size", "171", "--size expects WIDTHxHEIGHT"),
     ("lr", 0.0, "--lr must be positive"), ("photometric_p", 1.5, "--photometric-p must be in"), ("frames", 1, "--frames must be at least 2"),
     ("warmup_epochs", 300, "--warmup-epochs must be below --epochs"),
+    ("checkpoint_every", "10", "--checkpoint-every expects a time .*, a step count .*got '10'"),
+    ("checkpoint_every", "0steps", "--checkpoint-every expects"),
 ])
 def test_bad_values_are_usage_errors_naming_the_flag(flag, value, message):
     assert flag in PretrainSettings.declared()
@@ -77,4 +79,18 @@ def test_settings_round_trip_through_plain_dicts():
 
 
 def test_resume_may_change_only_the_declared_settings():
-    assert PretrainSettings.resume_mutable() == {"data", "workers", "device", "out", "max_steps", "epochs", "sync_bn"}
+    assert PretrainSettings.resume_mutable() == {"data", "workers", "device", "out", "max_steps", "epochs", "sync_bn", "checkpoint_every"}
+
+
+@pytest.mark.parametrize("text, parsed", [
+    ("10m", ("seconds", 600.0)), ("30s", ("seconds", 30.0)), ("1.5h", ("seconds", 5400.0)),
+    ("500steps", ("steps", 500.0)), ("1 step", ("steps", 1.0)), ("2epochs", ("epochs", 2.0)), ("end", ("end", 0.0)),
+])
+def test_checkpoint_every_reads_times_steps_epochs_and_end(text, parsed):
+    from cstp_cli.engine.config import parse_every
+
+    assert parse_every(text) == parsed
+
+
+def test_checkpoint_every_defaults_to_ten_minutes():
+    assert build_config(data_given=True).checkpoint_every == "10m"

@@ -49,7 +49,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_config, monkeypatch)
         return loss, logs
 
     monkeypatch.setattr(Objective, "forward", poisoned)
-    cfg = tiny_config(epochs=3)
+    cfg = tiny_config(epochs=3, checkpoint_every="1epoch")
     with pytest.raises(TrainingError, match=r"step 5 \(epoch 2\).*stor\.spatial=.*last good checkpoint"):
         loop.pretrain(cfg, progress=False)
     ckpt = load_checkpoint(f"{cfg.out}/checkpoint.pt")
@@ -100,3 +100,59 @@ def test_resume_refuses_another_cache_size(tiny_config, tmp_path):
     other = write_cache(render_videos(8, 12, (48, 32), seed=1), tmp_path / "other.h5")
     with pytest.raises(CheckpointError, match="40x32 frames but the cache .* has 48x32"):
         loop.pretrain({"data": str(other)}, resume=first.checkpoint, progress=False)
+
+
+def _saved_steps(monkeypatch):
+    from cstp_cli.engine import checkpointing
+
+    steps = []
+    original = checkpointing.save
+
+    def recording(run, path):
+        steps.append(run.step)
+        return original(run, path)
+
+    monkeypatch.setattr(checkpointing, "save", recording)
+    return steps
+
+
+def test_a_short_run_saves_once_at_the_end_by_default(tiny_config, monkeypatch):
+    steps = _saved_steps(monkeypatch)
+    result = loop.pretrain(tiny_config(epochs=3), progress=False)  # 9 steps, far less than 10 minutes
+    assert steps == [9]
+    assert load_checkpoint(result.checkpoint)["step"] == 9
+    assert result.plot is not None and result.plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_step_cadence_saves_at_every_multiple_and_at_the_end(tiny_config, monkeypatch):
+    steps = _saved_steps(monkeypatch)
+    loop.pretrain(tiny_config(epochs=3, checkpoint_every="4steps"), progress=False)
+    assert steps == [4, 8, 9]
+
+
+def test_the_loss_plot_is_drawn_at_save_time_off_the_training_thread(tiny_config, monkeypatch):
+    import threading
+
+    from cstp_cli.engine import metrics
+
+    threads = []
+    original = metrics.plot_losses
+
+    def recording(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(metrics, "plot_losses", recording)
+    loop.pretrain(tiny_config(epochs=2, checkpoint_every="1epoch"), progress=False)  # 6 steps: one save mid-run
+    assert threads == ["cstp-loss-plot", threading.main_thread().name]  # mid-run in the background; the final one
+
+
+def test_resume_after_an_interrupt_between_cadence_saves_is_bit_exact(reference_weights, tiny_config, monkeypatch):
+    expected, _ = reference_weights
+    monkeypatch.setenv(loop.INTERRUPT_ENV, "5")
+    first = loop.pretrain(tiny_config(checkpoint_every="2steps"), progress=False)
+    assert first.interrupted and load_checkpoint(first.checkpoint)["step"] == 5
+    monkeypatch.delenv(loop.INTERRUPT_ENV)
+    second = loop.pretrain({}, resume=first.checkpoint, progress=False)
+    got = _final_weights(second)
+    assert [k for k in expected if not torch.equal(expected[k], got[k])] == []
