@@ -58,7 +58,7 @@ class Option:
     ``type`` is one of ``int``, ``float``, ``str``, ``bool`` or ``list[int]`` /
     ``list[str]`` (comma-separated on the command line, a list in TOML).
     ``aliases``: old spellings of a value, mapped to the current one with a deprecation
-    note (``{"paper": "eq1"}``); they are accepted but not listed as choices.
+    note (``{"paper": "cstp-eq1"}``); they are accepted but not listed as choices.
     """
 
     name: str
