@@ -8,9 +8,8 @@ a few pairs (both boxes over the frame with the overlap shaded, and the two clip
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from typing import Annotated, Any, Optional, Sequence
+from typing import Annotated, Any, Mapping, Optional, Sequence
 
 import numpy as np
 import typer
@@ -26,59 +25,30 @@ PNG_FRAMES = 3
 # --------------------------------------------------------------------------- tasks
 
 
-def _names(text: str) -> list[str]:
-    """``"stor,pace=0.5"`` → ``["stor", "pace"]`` (weights are irrelevant to plans)."""
-    if text.strip().lower() in ("", "none"):
-        return []
-    return [item.split("=", 1)[0].strip() for item in text.split(",") if item.strip()]
-
-
-def build_tasks(pretext: str, augment: str, sets: Sequence[str]) -> list[Any]:
-    """Build the active tasks: ``--pretext`` ones, then ``--augment``-only ones (``augment_only``)."""
-    from cstp_cli.api import resolve_options
+def build_tasks(
+    pretext: str, augment: str, sets: Sequence[str], pretext_options: Mapping[str, Mapping[str, Any]] | None = None
+) -> list[Any]:
+    """The active tasks, built as ``cstp pretrain`` builds them (:func:`cstp_cli.engine.objective.build_tasks`):
+    ``--pretext`` ones, then ``--augment``-only ones (``augment_only``); ``pretext_options``
+    (a preset's ``[pretext.*]`` tables) < ``--set``."""
     from cstp_cli.core.options import parse_sets
-    from cstp_cli.plugins import get_registry
+    from cstp_cli.engine.objective import build_tasks as engine_build_tasks
+    from cstp_cli.engine.objective import parse_selection
 
-    registry = get_registry()
-    loss_names, aug_names = _names(pretext), _names(augment)
-    order = loss_names + [n for n in aug_names if n not in loss_names]
-    given = parse_sets(sets)
-    for task in given:
-        if task not in order:
-            raise UsageError(f"--set {task}.…: {task} is not an active task (active: {', '.join(order) or 'none'})")
-    tasks = []
-    for name in order:
-        spec = registry.pretext(name)
-        try:
-            options = resolve_options(spec.options, given.get(name, {}), name)
-            task = spec.build(**options)
-        except (KeyError, ValueError) as exc:
-            raise UsageError(f"--set {name}: {exc.args[0] if exc.args else exc}") from exc
-        task.augment_only = name not in loss_names
-        tasks.append(task)
-    return tasks
+    selection = parse_selection("none", pretext, augment)
+    entries = engine_build_tasks(selection, pretext_options=pretext_options, sets=parse_sets(list(sets)))
+    return [entry.task for entry in entries]
 
 
 # --------------------------------------------------------------------------- cache access
 
 
-def _video_lengths(reader: Any) -> np.ndarray:
-    """``int64[V]`` cached frames per video, whatever form the reader offers."""
-    nf = reader.num_frames
-    if callable(nf):
-        return np.array([int(nf(v)) for v in range(int(reader.num_videos))], dtype=np.int64)
-    return np.asarray(nf, dtype=np.int64).reshape(-1)
+def _write_lines(path: Path, lines: list[str]) -> None:
+    from cstp_cli.core.fsutil import atomic_path
 
-
-def _write_atomic_lines(path: Path, lines: list[str]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         with open(tmp, "w") as fh:
             fh.writelines(line + "\n" for line in lines)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 # --------------------------------------------------------------------------- PNG
@@ -147,13 +117,10 @@ def draw_pairs_png(path: Path, records: list[dict], plans: list[Any], reader: An
         ax.set_xticks([])
         ax.set_yticks([])
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.94, wspace=0.08, hspace=0.35)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    from cstp_cli.core.fsutil import atomic_path
+
+    with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=100)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 # --------------------------------------------------------------------------- command
@@ -172,22 +139,28 @@ def pairs(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the per-sample generators.")] = 0,
 ) -> None:
     """Write clip-pair plans and print the shortcut report (METHOD §2)."""
+    from cstp_cli.core.fsutil import check_output_file
     from cstp_cli.data.cache import CacheReader
-    from cstp_cli.plans.report import format_report, shortcut_report
     from cstp_cli.data.resolve import resolve_data
-    from cstp_cli.plans.sampling import PairSampler, epoch_order, plan_rng, plan_to_json
+    from cstp_cli.plans.report import format_report, shortcut_report
+    from cstp_cli.plans.sampling import epoch_order, make_sampler, plan_rng, plan_to_json
 
-    sets = list(set_ or [])
+    if out is not None:
+        check_output_file(out, "--out")
+    if png is not None:
+        check_output_file(png, "--png")
+    preset_options = None
     if data is None and frames is None:
-        frames, sets = _builtin_defaults(sets)
-    tasks = build_tasks(pretext, augment, sets)
-    sampler = PairSampler(tasks, T=frames or 16, mode=sampling)
+        frames, preset_options = _builtin_defaults()
+    tasks = build_tasks(pretext, augment, list(set_ or []), preset_options)
+    sampler = make_sampler(tasks, T=frames or 16, mode=sampling)
     reader = CacheReader(resolve_data(data, size=None))
-    lengths = _video_lengths(reader)
+    lengths = np.asarray(reader.num_frames, dtype=np.int64)
     frame_wh = tuple(int(v) for v in reader.frame_wh)
     paths = [str(p) for p in reader.paths]
     if lengths.size == 0:
         raise UsageError("the cache holds no videos; build it from a dataset with decodable videos")
+    info = sampler.plan_info()
     plans, records = [], []
     order = epoch_order(seed, 0, lengths.size)
     for j in range(num):
@@ -197,10 +170,10 @@ def pairs(
         video = int(order[pos])
         plan = sampler.plan(video, int(lengths[video]), frame_wh, plan_rng(seed, epoch, video))
         plans.append(plan)
-        records.append(plan_to_json(plan, sampler.mode_label, paths, sampler.candidates))
+        records.append(plan_to_json(plan, sampler.mode_label, paths, info))
     if out is not None:
-        _write_atomic_lines(out, [json.dumps(r) for r in records])
-    typer.echo(format_report(shortcut_report(records), sampler.candidates))
+        _write_lines(out, [json.dumps(r) for r in records])
+    typer.echo(format_report(shortcut_report(records, sampler.label_classes()), sampler.candidates))
     if out is not None:
         typer.echo(f"plans: {out}")
     if png is not None:
@@ -208,16 +181,14 @@ def pairs(
         typer.echo(f"picture: {png}")
 
 
-def _builtin_defaults(sets: list[str]) -> tuple[int, list[str]]:
-    """T and pace rates of the ``cpu-synthetic`` preset, which a bare ``cstp pretrain`` uses on
-    the built-in dataset (its 64-frame videos are too short for T = 16 at paces up to 8)."""
+def _builtin_defaults() -> tuple[int, dict[str, Any]]:
+    """T and the ``[pretext.*]`` tables of the ``cpu-synthetic`` preset, which a bare ``cstp
+    pretrain`` uses on the built-in dataset (its 64-frame videos are too short for T = 16 at
+    paces up to 8); ``--set`` goes over the tables, as in ``cstp pretrain``."""
     from cstp_cli.engine.config import load_preset
 
     preset = load_preset("cpu-synthetic")
-    rates = preset.get("pretext", {}).get("pace", {}).get("rates")
-    if rates and not any(item.strip().startswith("pace.rates=") for item in sets):
-        sets = [*sets, "pace.rates=" + ",".join(str(int(r)) for r in rates)]
-    return int(preset.get("frames", 16)), sets
+    return int(preset.get("frames", 16)), dict(preset.get("pretext", {}))
 
 
 def register(data_app: typer.Typer) -> None:

@@ -59,7 +59,7 @@ def setup(cfg: PretrainSettings, resume_state: dict | None = None, ctx: ddp.Dist
     from cstp_cli.data.cache import CacheReader
     from cstp_cli.plugins import get_registry
     from cstp_cli.data.resolve import resolve_data
-    from cstp_cli.plans.sampling import PairSampler
+    from cstp_cli.plans.sampling import make_sampler
 
     ctx = ctx or ddp.DistContext(device=ddp.resolve_device(cfg.device))
     device = ctx.device
@@ -92,7 +92,7 @@ def setup(cfg: PretrainSettings, resume_state: dict | None = None, ctx: ddp.Dist
     objective.to(device)
     if objective.scheme is not None:
         objective.scheme.attach(encoder)
-    sampler = PairSampler(objective.tasks, T=int(cfg.frames), mode=cfg.sampling, photometric_p=float(cfg.photometric_p))
+    sampler = make_sampler(objective.tasks, T=int(cfg.frames), mode=cfg.sampling, photometric_p=float(cfg.photometric_p))
     videos = reader.split(int(cfg.split), "train")
     if len(videos) == 0:
         raise UsageError(f"the cache {cache_path} has no training videos in split {cfg.split}; pick another --split")

@@ -15,6 +15,10 @@ Selection syntax (one syntax for weights everywhere: ``NAME=λ``):
 * ``--set COMPONENT.OPTION=VALUE`` — options, also ``[pretext.NAME]`` / ``[contrastive.NAME]``
   tables in a TOML config.
 
+Options are parsed once, here (:func:`build_component`): config tables < ``--set``, merged
+over the declared defaults; a task's or scheme's ``build`` receives typed values.
+``cstp data pairs`` builds its tasks through the same :func:`build_tasks`.
+
 Log keys per step: ``terms/<owner>.<term>`` (raw), ``weighted/<owner>`` (λ·Σ terms),
 ``stats/<scheme>.<stat>`` (not optimised) and ``loss`` (the total).
 """
@@ -27,7 +31,7 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 
-from cstp_cli.api import resolve_options
+from cstp_cli.api import PretextTask, resolve_options
 from cstp_cli.errors import PluginError, UsageError
 
 #: λ_ctr when ``--contrastive NAME`` carries no ``=λ`` (METHOD §1).
@@ -91,7 +95,7 @@ class TaskEntry:
     """One active pretext task (or augmentation) with its weight."""
 
     name: str
-    task: Any
+    task: PretextTask
     weight: float
     augment_only: bool
 
@@ -112,7 +116,7 @@ class Objective(nn.Module):
         self.heads = nn.ModuleDict({e.name: e.task.head(feature_dim) for e in entries if not e.augment_only})
 
     @property
-    def tasks(self) -> list[Any]:
+    def tasks(self) -> list[PretextTask]:
         """Every active task instance (pretext and augment-only), for plans and augmentation."""
         return [e.task for e in self.entries]
 
@@ -167,12 +171,63 @@ def _options_for(spec: Any, owner: str, given: Mapping[str, Any]) -> dict[str, A
         raise UsageError(f"--set {owner}: {exc.args[0] if exc.args else exc}") from None
 
 
+def build_component(spec: Any, owner: str, given: Mapping[str, Any], *args: Any) -> Any:
+    """``spec.build(*args, **options)`` with ``given`` (strings or TOML values) parsed once, here.
+
+    The only place component options are parsed (issue 11): the component receives typed
+    values. A bad name or value, or a value the component refuses (``ValueError``), is a
+    usage error naming the component.
+    """
+    options = _options_for(spec, owner, given)
+    try:
+        return spec.build(*args, **options)
+    except ValueError as exc:
+        raise UsageError(f"--set {owner}: {exc.args[0] if exc.args else exc}") from None
+
+
 def _check_sets(sets: Mapping[str, Any], active: set[str]) -> None:
     for comp in sets:
         if comp not in active:
             raise UsageError(
                 f"--set {comp}.…: {comp!r} is not an active component (active: {', '.join(sorted(active)) or 'none'})"
             )
+
+
+def build_tasks(
+    selection: Selection,
+    *,
+    registry: Any = None,
+    pretext_options: Mapping[str, Mapping[str, Any]] | None = None,
+    sets: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[TaskEntry]:
+    """The active pretext tasks of ``selection`` (``--pretext`` ones, then ``--augment``-only
+    ones), built with parsed options: the one route of ``cstp pretrain`` and ``cstp data pairs``.
+
+    ``pretext_options``: the config's ``[pretext.*]`` tables (inactive ones ignored);
+    ``sets``: the ``--set`` table — naming a component that is not active (a task here, or
+    ``selection.contrastive``) is a usage error; unknown task names raise
+    :class:`PluginError` listing the installed ones.
+    """
+    if registry is None:
+        from cstp_cli.plugins import get_registry
+
+        registry = get_registry()
+    sets = sets or {}
+    names = list(selection.pretext) + [n for n in selection.augment if n not in selection.pretext]
+    specs = {name: registry.pretext(name) for name in names}  # unknown names first: they list what is installed
+    if selection.contrastive is not None:
+        registry.scheme(selection.contrastive)
+    _check_sets(sets, set(names) | ({selection.contrastive} if selection.contrastive else set()))
+    entries = []
+    for name in names:
+        spec = specs[name]
+        given = {**(pretext_options or {}).get(name, {}), **sets.get(name, {})}
+        task = build_component(spec, name, given)
+        augment_only = name not in selection.pretext
+        task.augment_only = augment_only
+        weight = selection.pretext.get(name)
+        entries.append(TaskEntry(name, task, float(spec.default_weight if weight is None else weight), augment_only))
+    return entries
 
 
 def build_objective(
@@ -184,7 +239,7 @@ def build_objective(
     contrastive_options: Mapping[str, Mapping[str, Any]] | None = None,
     sets: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Objective:
-    """Build the scheme, tasks and heads of ``selection`` with resolved options.
+    """Build the scheme, tasks (:func:`build_tasks`) and heads of ``selection`` with parsed options.
 
     ``pretext_options`` / ``contrastive_options``: the config's ``[pretext.*]`` /
     ``[contrastive.*]`` tables (tables of inactive components are ignored); ``sets``: the
@@ -198,25 +253,12 @@ def build_objective(
     if selection.contrastive is None and not selection.pretext:
         raise UsageError("nothing to learn from: --contrastive none and no --pretext; name a scheme or a pretext task")
     sets = sets or {}
-    names = list(selection.pretext) + [n for n in selection.augment if n not in selection.pretext]
-    active = set(names) | ({selection.contrastive} if selection.contrastive else set())
-    specs = {name: registry.pretext(name) for name in names}  # unknown names first: they list what is installed
-    scheme_spec = registry.scheme(selection.contrastive) if selection.contrastive is not None else None
-    _check_sets(sets, active)
-    entries = []
-    for name in names:
-        spec = specs[name]
-        given = {**(pretext_options or {}).get(name, {}), **sets.get(name, {})}
-        task = spec.build(**_options_for(spec, name, given))
-        augment_only = name not in selection.pretext
-        task.augment_only = augment_only
-        weight = selection.pretext.get(name)
-        entries.append(TaskEntry(name, task, float(spec.default_weight if weight is None else weight), augment_only))
+    entries = build_tasks(selection, registry=registry, pretext_options=pretext_options, sets=sets)
     scheme = None
     if selection.contrastive is not None:
-        spec = scheme_spec
+        spec = registry.scheme(selection.contrastive)
         given = {**(contrastive_options or {}).get(selection.contrastive, {}), **sets.get(selection.contrastive, {})}
-        scheme = spec.build(feature_dim, **_options_for(spec, selection.contrastive, given))
+        scheme = build_component(spec, selection.contrastive, given, feature_dim)
     return Objective(scheme, selection.contrastive, selection.contrastive_weight, entries, feature_dim)
 
 

@@ -5,14 +5,16 @@ function here decides pixels and frames with integer arithmetic, except the one 
 float-to-integer step of the random-resized crop (METHOD §2.3) and the float truncations
 App. A reproduces on purpose (``reference_*``).
 
-:mod:`cstp_cli.api` re-exports ``delta_steps``, ``draw_rrc_size``, ``rrc_box`` and
-``corner_shift`` for plugins (the built-in ``stor`` task uses them), so this module must not
-import the API.
+:mod:`cstp_cli.api` re-exports the helpers a pretext task needs (``delta_steps``,
+``draw_rrc_size``, ``rrc_box``, ``corner_shift``, ``min_overlap_width``, ``overlap_height``,
+``inside``, ``intersection_area``, ``clip_idx``, ``looped_idx``, ``candidate_strings``) for
+plugins (the built-in ``stor`` task uses them), so this module must not import the API.
 """
 
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 
@@ -26,6 +28,24 @@ UNBOUNDED_TRIES = 10_000
 def delta_steps(k: int, n: int, T: int) -> int:
     """Temporal offset in steps ``δ_k = round_half_up((T−1)·k/n)`` (METHOD §2.2), integer only."""
     return ((T - 1) * k * 2 + n) // (2 * n)
+
+
+def candidate_strings(n: int) -> list[str]:
+    """The overlap rates ``1, (n−1)/n, …, 1/n`` as strings (label k ↔ rate ``1 − k/n``, METHOD §0)."""
+    return [str(Fraction(n - k, n)) for k in range(n)]
+
+
+def min_overlap_width(w: int, m: int, n: int) -> int:
+    """Smallest overlap width ``ceil(m·w/n)`` of a ``w``-wide box at rate m/n (METHOD §2.3), integer only."""
+    return -(-m * w // n)
+
+
+def overlap_height(w: int, h: int, m: int, n: int, sw: int) -> int:
+    """Overlap height ``sh = (m·w·h) // (n·sw)`` for overlap width ``sw`` at rate m/n (METHOD §2.3).
+
+    Then ``m·w·h/n − sw < sw·sh ≤ m·w·h/n``. Works on ints and on int64 arrays of ``sw``.
+    """
+    return (m * w * h) // (n * sw)
 
 
 def draw_rrc_size(W: int, H: int, rng: np.random.Generator) -> tuple[int, int]:

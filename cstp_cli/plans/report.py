@@ -6,6 +6,9 @@ and measures what a network could learn without looking at the content:
 * label histograms (every ``labels`` key; per-clip labels pooled over both clips);
 * the mutual information of (pace, k_t) in bits — zero when the temporal label is drawn
   independently of the pace, positive when short videos forbid large offsets at high paces;
+* how often the two clips are equal in frames, crop, flip, colour and rotation (the
+  records' ``same`` lists): temporal-only STOR shows crop, flip and colour at 100 %,
+  spatial-only STOR frames at 100 %;
 * how well box area alone predicts k_s: a per-area-bin majority classifier fitted on half
   of the plans (quantile bins) and scored on the other half, against the majority-class
   chance level (default sampling ≈ 39 % vs 20 %, ``stor.decorrelate`` ≈ chance).
@@ -84,23 +87,40 @@ def area_predictability(area: np.ndarray, labels: np.ndarray, bins: int = 20) ->
 
 
 def _class_counts(records: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """Class counts when the sampler's are not given: n of ``candidates`` for STOR, 4 for rot."""
     if not records:
         return {}
     n = len(records[0]["candidates"])
     return {"stor.spatial": n, "stor.temporal": n, "rot.clips": 4}
 
 
-def shortcut_report(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+#: How the report names the fields of a record's ``same`` list.
+SAME_NAMES = {"idx": "frames", "boxes": "crop", "flip": "flip", "photometric": "colour", "rot90": "rotation"}
+
+
+def same_fractions(records: Sequence[Mapping[str, Any]]) -> dict[str, float] | None:
+    """Fraction of plans whose two clips are equal in each field (records' ``same`` lists;
+    None for records written before the list existed)."""
+    if not records or "same" not in records[0]:
+        return None
+    return {fld: float(np.mean([fld in r["same"] for r in records])) for fld in SAME_NAMES}
+
+
+def shortcut_report(records: Sequence[Mapping[str, Any]], label_classes: Mapping[str, int] | None = None) -> dict[str, Any]:
     """Histograms, pace↔k_t mutual information and area→k_s predictability of ``records``.
 
+    ``label_classes``: classes per label key (the sampler's ``label_classes()``); without it,
+    STOR's n is read from the records' ``candidates`` and rot has 4.
     Keys: ``count``, ``mode``, ``histograms`` (label → counts), ``pace_values``/``pace_counts``,
     ``mi_pace_temporal_bits`` (None without ``stor.temporal``), ``area_accuracy`` and
-    ``area_chance`` (None without ``stor.spatial``), mean measured overlaps.
+    ``area_chance`` (None without ``stor.spatial``), mean measured overlaps, ``same`` (field →
+    fraction of plans whose clips are equal in it, see :func:`same_fractions`).
     """
     out: dict[str, Any] = {
         "count": len(records),
         "mode": records[0]["mode"] if records else None,
-        "histograms": label_histograms(records, _class_counts(records)),
+        "histograms": label_histograms(records, _class_counts(records) if label_classes is None else label_classes),
+        "same": same_fractions(records),
     }
     pace = np.array([r["pace"] for r in records], dtype=np.int64)
     out["pace_values"], out["pace_counts"] = np.unique(pace, return_counts=True)
@@ -142,6 +162,9 @@ def format_report(report: Mapping[str, Any], candidates: Sequence[str] | None = 
             f"box area alone predicts stor.spatial: {100 * report['area_accuracy']:.1f}% held-out "
             f"(chance {100 * report['area_chance']:.1f}%)"
         )
+    if report.get("same") is not None:
+        parts = ", ".join(f"{SAME_NAMES[k]} {100 * v:.1f}%" for k, v in report["same"].items())
+        lines.append(f"clips equal in: {parts}")
     if report.get("mean_measured_spatial") is not None:
         lines.append(
             f"mean measured overlap: spatial {report['mean_measured_spatial']:.3f}, "

@@ -12,9 +12,13 @@ plans do not depend on worker count, world size or call order.
 (``rate``, ``temporal``, ``spatial``, ``per_clip``). In each phase the core default of every
 field of that phase (``pace``; ``idx``; ``boxes``; ``rot90``, ``flip``, ``photometric``) that
 no active task owns runs first, then the plan step of every active task that lists the phase,
-in the order the tasks were given. Core defaults: s = 1; independent uniform starts at the
-same pace (videos shorter than a clip loop: both clips ``[i mod N]``); box 2 an independent
-random-resized crop; r = 0; flip p = ½; the photometric block below.
+in the order the tasks were given; last, clip 2's value of every field of the phase that an
+active task declares ``shared`` is set to clip 1's (temporal-only STOR shares crop, flip and
+colour; spatial-only STOR shares the frames). Core defaults: s = 1; independent uniform
+starts at the same pace (videos shorter than a clip loop: both clips ``[i mod N]``); box 2 an
+independent random-resized crop; r = 0; flip p = ½; the photometric block below. The clean
+sampler reads no task's options: a task describes itself through the API (``writes``,
+``shared``, ``mode_tag``, ``plan_info``, ``label_classes``).
 
 **Photometric block (METHOD §2.4)** — ``plan.photometric``, every value with leading axis 2
 (clip 1, clip 2), one draw shared by the clip's T frames. The block is applied to a clip
@@ -39,8 +43,9 @@ When a step is not drawn its values are the identity (angle 0, factors 1, 1, 1, 
 0 1 2 3, sigma 0), so the fields can also be applied unconditionally. Then each task's device
 transform (``rot`` rotates by ``rot90``) and normalisation ``x/255·2 − 1``.
 
-**Reference sampling (METHOD App. A)** — ``mode="reference"`` replaces the stor/pace/rot
-steps and the core defaults at once. Rotation happens before cropping there:
+**Reference sampling (METHOD App. A)** — :class:`ReferenceSampler` (``--sampling reference``;
+:func:`make_sampler` picks the class) replaces the stor/pace/rot steps and the core defaults
+at once; it is the one sampler that knows those three tasks. Rotation happens before cropping there:
 ``plan.extras["sampling.rot_first"] = [True, True]`` tells the augmentation to rotate the
 *full* frame by ``rot90[c]`` quarter turns counter-clockwise (``torch.rot90``: an odd number
 of turns gives an H×W frame, anchored at the origin), then cut ``boxes[c]`` (the numbers
@@ -50,19 +55,23 @@ falls outside; the ``rot`` device transform skips such clips.
 
 from __future__ import annotations
 
-from fractions import Fraction
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from cstp_cli.plans import geometry
-from cstp_cli.api import PHASES, PairPlan, PretextTask
+from cstp_cli.api import PHASES, PLAN_FIELDS, PairPlan, PretextTask, share_clip_one
 from cstp_cli.errors import UsageError
+from cstp_cli.plans import geometry
+from cstp_cli.plans.geometry import candidate_strings
+
+if TYPE_CHECKING:
+    from cstp_cli.plans.reference import ReferenceSampler
 
 __all__ = [
     "plan_rng",
     "epoch_order",
     "PairSampler",
+    "make_sampler",
     "draw_photometric",
     "identity_photometric",
     "plan_to_json",
@@ -72,20 +81,12 @@ __all__ = [
 
 MODES = ("clean", "reference")
 
-#: The phase in which the core default of each plan field runs.
-FIELD_PHASE: dict[str, str] = {
-    "pace": "rate",
-    "idx": "temporal",
-    "boxes": "spatial",
-    "rot90": "per_clip",
-    "flip": "per_clip",
-    "photometric": "per_clip",
-}
+#: The phase in which the core default of each plan field runs (the API's table).
+FIELD_PHASE: dict[str, str] = PLAN_FIELDS
 
-#: Tasks whose steps ``mode="reference"`` replaces (App. A covers all three at once).
-REFERENCE_TASKS = frozenset({"stor", "pace", "rot"})
-REFERENCE_PHOTOMETRIC_P = 0.3
-REFERENCE_RATES = (1, 2, 4, 8)
+#: Overlap rates n when no active task declares its own (METHOD §0).
+DEFAULT_CANDIDATES = 5
+
 
 
 def plan_rng(seed: int, epoch: int, i: int) -> np.random.Generator:
@@ -96,11 +97,6 @@ def plan_rng(seed: int, epoch: int, i: int) -> np.random.Generator:
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     """The order ``int64[n]`` (a permutation of ``0..n−1``) of epoch ``epoch`` (METHOD §0)."""
     return np.random.default_rng([int(seed), int(epoch)]).permutation(int(n)).astype(np.int64)
-
-
-def candidate_strings(n: int) -> list[str]:
-    """The overlap rates ``1, (n−1)/n, …, 1/n`` as strings (label k ↔ rate ``1 − k/n``)."""
-    return [str(Fraction(n - k, n)) for k in range(n)]
 
 
 # --------------------------------------------------------------------------- photometric
@@ -191,7 +187,7 @@ CORE_DEFAULTS = {
 }
 
 
-# --------------------------------------------------------------------------- the sampler
+# --------------------------------------------------------------------------- the samplers
 
 
 def _owned_fields(task: PretextTask) -> frozenset[str]:
@@ -201,38 +197,85 @@ def _owned_fields(task: PretextTask) -> frozenset[str]:
     return frozenset(task.writes)
 
 
-class PairSampler:
-    """Draws one :class:`~cstp_cli.api.PairPlan` per sample (METHOD §2 / App. A).
+def _check_T(T: int) -> int:
+    if int(T) < 2:
+        raise UsageError(f"clips need at least 2 frames, got T={T}; use --frames 2 or more")
+    return int(T)
+
+
+class SamplerBase:
+    """What both samplers share: the tasks, T, the task lookup and the ``pairs.jsonl`` facts."""
+
+    mode: str = ""
+
+    def __init__(self, tasks: Sequence[PretextTask], T: int):
+        self.tasks = list(tasks)
+        self.T = _check_T(T)
+
+    def task(self, name: str) -> PretextTask | None:
+        """The active task called ``name``, or None."""
+        return next((t for t in self.tasks if t.name == name), None)
+
+    def plan_info(self) -> dict[str, Any]:
+        """Record-level facts of the active tasks (``PretextTask.plan_info``), merged.
+
+        ``candidates`` (schema 1 always has it) falls back to METHOD §0's default rates
+        (n = 5) when no active task declares any.
+        """
+        info: dict[str, Any] = {}
+        for task in self.tasks:
+            for key, value in task.plan_info().items():
+                if key in info:
+                    raise UsageError(f"tasks disagree on pairs.jsonl key {key!r}; drop one of them")
+                info[key] = value
+        info.setdefault("candidates", candidate_strings(DEFAULT_CANDIDATES))
+        return info
+
+    @property
+    def candidates(self) -> list[str]:
+        """The overlap rates as strings, label order (METHOD §0)."""
+        return list(self.plan_info()["candidates"])
+
+    def label_classes(self) -> dict[str, int]:
+        """Number of classes per label key of the active tasks (for the report's histograms)."""
+        out: dict[str, int] = {}
+        for task in self.tasks:
+            out.update(task.label_classes())
+        return out
+
+    def _new_plan(self, video: int, num_frames: int, frame_wh: tuple[int, int]) -> PairPlan:
+        W, H = (int(v) for v in frame_wh)
+        plan = PairPlan(video=int(video), num_frames=int(num_frames), frame_wh=(W, H), T=self.T)
+        if plan.num_frames < 1:
+            raise ValueError(f"video {video} has no frames")
+        return plan
+
+
+class PairSampler(SamplerBase):
+    """Draws one :class:`~cstp_cli.api.PairPlan` per sample, METHOD §2 (the clean mode).
+
+    Knows no particular task: it runs the phases, the core default of every field no active
+    task owns, each task's plan steps, and copies clip 1's value of every field an active
+    task declares ``shared`` to clip 2. Its mode is ``clean`` plus the tasks' ``mode_tag``
+    (``clean+decorrelate``).
 
     Args:
-        tasks: the active tasks (from ``--pretext`` and ``--augment``), each with its options.
+        tasks: the active tasks (from ``--pretext`` and ``--augment``), built with their options.
         T: frames per clip (>= 2).
-        mode: ``"clean"`` (METHOD §2) or ``"reference"`` (App. A for stor, pace and rot).
-        photometric_p: probability of the photometric block per clip in clean mode.
+        photometric_p: probability of the photometric block per clip.
 
     Raises:
-        UsageError: two active tasks own one plan field, or a bad ``mode``/``T``.
+        UsageError: two active tasks own one plan field, a task owns a field another one
+            needs shared, or a bad ``T``.
     """
 
-    def __init__(
-        self,
-        tasks: Sequence[PretextTask],
-        T: int = 16,
-        mode: str = "clean",
-        photometric_p: float = 1.0,
-    ):
-        if mode not in MODES:
-            raise UsageError(f"unknown sampling mode {mode!r}; use one of: {', '.join(MODES)}")
-        if int(T) < 2:
-            raise UsageError(f"clips need at least 2 frames, got T={T}; use --frames 2 or more")
-        self.tasks = list(tasks)
-        self.T = int(T)
-        self.mode = mode
+    mode = "clean"
+
+    def __init__(self, tasks: Sequence[PretextTask], T: int = 16, photometric_p: float = 1.0):
+        super().__init__(tasks, T)
         self.photometric_p = float(photometric_p)
         self.owners = self._check_owners()
-        stor = self.task("stor")
-        self.n = int(stor.options.get("candidates", 5)) if stor is not None else 5
-        self.decorrelate = bool(stor is not None and stor.options.get("decorrelate", False))
+        self.shared = self._check_shared()
 
     def _check_owners(self) -> dict[str, str]:
         owners: dict[str, str] = {}
@@ -246,45 +289,43 @@ class PairSampler:
                 owners[fld] = task.name
         return owners
 
-    def task(self, name: str) -> PretextTask | None:
-        """The active task called ``name``, or None."""
-        return next((t for t in self.tasks if t.name == name), None)
+    def _check_shared(self) -> dict[str, str]:
+        """Field → the first task that needs it equal in both clips; refuses an owned one."""
+        shared: dict[str, str] = {}
+        for task in self.tasks:
+            for fld in sorted(getattr(task, "shared", frozenset())):
+                if fld not in PLAN_FIELDS:
+                    raise UsageError(f"task {task.name} asks to share {fld!r}, not a plan field ({', '.join(PLAN_FIELDS)})")
+                if fld in self.owners:
+                    raise UsageError(
+                        f"task {task.name} needs {fld!r} equal in both clips, but {self.owners[fld]} draws it; "
+                        f"drop one of them, or see {task.name}'s options"
+                    )
+                shared.setdefault(fld, task.name)
+        return shared
 
     @property
     def mode_label(self) -> str:
-        """``pairs.jsonl``'s mode: ``clean``, ``clean+decorrelate`` or ``reference``."""
-        if self.mode == "reference":
-            return "reference"
-        return "clean+decorrelate" if self.decorrelate else "clean"
+        """``pairs.jsonl``'s mode: ``clean`` plus ``+tag`` per task tag (``clean+decorrelate``)."""
+        tags = [t.mode_tag for t in self.tasks if t.mode_tag]
+        return "+".join([self.mode, *tags])
 
-    @property
-    def candidates(self) -> list[str]:
-        """The overlap rates as strings, label order (METHOD §0)."""
-        return candidate_strings(self.n)
-
-    # ---------------------------------------------------------------------------------
     def plan(self, video: int, num_frames: int, frame_wh: tuple[int, int], rng: np.random.Generator) -> PairPlan:
         """The plan of one sample of ``video`` (``num_frames`` frames of ``frame_wh`` = (W, H))."""
-        W, H = (int(v) for v in frame_wh)
-        plan = PairPlan(video=int(video), num_frames=int(num_frames), frame_wh=(W, H), T=self.T)
-        if plan.num_frames < 1:
-            raise ValueError(f"video {video} has no frames")
-        if self.mode == "reference":
-            self._reference(plan, rng)
-            skip = REFERENCE_TASKS
-        else:
-            skip = frozenset()
+        plan = self._new_plan(video, num_frames, frame_wh)
         for phase in PHASES:
-            if self.mode == "clean":
-                self._core_phase(phase, plan, rng)
+            self._core_phase(phase, plan, rng)
             for task in self.tasks:
-                if phase in task.phases and task.name not in skip:
+                if phase in task.phases:
                     task.plan_step(phase, plan, rng)
+            for fld in self.shared:
+                if PLAN_FIELDS[fld] == phase:
+                    share_clip_one(plan, fld)
         plan.measured = geometry.measure(plan.idx, plan.boxes)
         return plan
 
     def _core_phase(self, phase: str, plan: PairPlan, rng: np.random.Generator) -> None:
-        for fld, fld_phase in FIELD_PHASE.items():
+        for fld, fld_phase in PLAN_FIELDS.items():
             if fld_phase != phase or fld in self.owners:
                 continue
             if fld == "photometric":
@@ -292,37 +333,21 @@ class PairSampler:
             else:
                 CORE_DEFAULTS[fld](plan, rng)
 
-    def _reference(self, plan: PairPlan, rng: np.random.Generator) -> None:
-        """METHOD App. A for stor, pace and rot at once; labels only for active tasks."""
-        T, N = plan.T, plan.num_frames
-        (W, H), n = plan.frame_wh, self.n
-        if N < T:
-            j, k_t = 0, 0
-            plan.pace, plan.idx = 1, geometry.looped_idx(T, N)
-        else:
-            j = geometry.reference_pace_index(N, T)
-            j = int(rng.integers(0, j + 1))
-            plan.pace = REFERENCE_RATES[j]
-            a, b, k_t = geometry.reference_temporal(N, T, plan.pace, n, rng)
-            plan.idx = geometry.clip_idx((a, b), plan.pace, T)
-        plan.boxes, k_s = geometry.reference_spatial(W, H, n, rng)
-        plan.rot90 = rng.integers(0, 4, size=2).astype(np.int64)
-        plan.flip = rng.random(2) < 0.5
-        plan.photometric = draw_photometric(rng, REFERENCE_PHOTOMETRIC_P)
-        plan.extras["sampling.rot_first"] = np.array([True, True])
-        labels = {
-            "stor.spatial": np.int64(k_s),
-            "stor.temporal": np.int64(k_t),
-            "pace.rate": np.int64(j),
-            "rot.clips": plan.rot90.copy(),
-        }
-        stor = self.task("stor")
-        parts = set(stor.options.get("parts", ("spatial", "temporal"))) if stor is not None else set()
-        for key, value in labels.items():
-            task_name, part = key.split(".")
-            if self.task(task_name) is None or (task_name == "stor" and part not in parts):
-                continue
-            plan.labels[key] = np.asarray(value, dtype=np.int64)
+
+def make_sampler(
+    tasks: Sequence[PretextTask], T: int = 16, mode: str = "clean", photometric_p: float = 1.0
+) -> PairSampler | ReferenceSampler:
+    """The sampler of ``--sampling MODE``: :class:`PairSampler` (``clean``) or
+    :class:`~cstp_cli.plans.reference.ReferenceSampler` (``reference``, whose photometric p
+    is App. A's 0.3). Both have ``plan(video, num_frames, frame_wh, rng)``, ``mode_label``,
+    ``candidates``, ``plan_info()`` and ``label_classes()``."""
+    if mode == "clean":
+        return PairSampler(tasks, T=T, photometric_p=photometric_p)
+    if mode == "reference":
+        from cstp_cli.plans.reference import ReferenceSampler
+
+        return ReferenceSampler(tasks, T=T)
+    raise UsageError(f"unknown sampling mode {mode!r}; use one of: {', '.join(MODES)}")
 
 
 # --------------------------------------------------------------------------- pairs.jsonl
@@ -333,14 +358,38 @@ def _label_json(value: Any) -> Any:
     return int(arr) if arr.ndim == 0 else arr.astype(int).tolist()
 
 
-def plan_to_json(plan: PairPlan, mode: str, paths: Sequence[str], candidates: Sequence[str]) -> dict[str, Any]:
+#: Plan fields compared between the two clips for ``pairs.jsonl``'s ``same`` list.
+SAME_FIELDS = ("idx", "boxes", "flip", "rot90", "photometric")
+
+
+def same_fields(plan: PairPlan) -> list[str]:
+    """The fields of :data:`SAME_FIELDS` whose clip-1 and clip-2 values are equal in ``plan``."""
+    out = []
+    for fld in SAME_FIELDS:
+        if fld == "photometric":
+            equal = all(np.array_equal(np.asarray(v)[0], np.asarray(v)[1]) for v in plan.photometric.values())
+        else:
+            value = np.asarray(getattr(plan, fld))
+            equal = value.shape[0] == 2 and np.array_equal(value[0], value[1])
+        if equal:
+            out.append(fld)
+    return out
+
+
+def plan_to_json(
+    plan: PairPlan, mode: str, paths: Sequence[str], info: Mapping[str, Any] | Sequence[str]
+) -> dict[str, Any]:
     """One ``pairs.jsonl`` object, schema 1 (METHOD §2).
 
-    ``mode``: ``clean``, ``clean+decorrelate`` or ``reference``; ``paths``: the cache's
-    relative video paths (indexed by ``plan.video``); ``candidates``: the rates as strings.
+    ``mode``: the sampler's ``mode_label`` (``clean``, ``clean+decorrelate``, ``reference``);
+    ``paths``: the cache's relative video paths (indexed by ``plan.video``); ``info``: the
+    sampler's ``plan_info()`` (``candidates`` and any other task facts, written as top-level
+    keys), or just the candidate rates as strings. ``same`` lists the fields equal in both
+    clips (e.g. ``["boxes", "flip", "photometric"]`` for temporal-only STOR).
     """
+    info = dict(info) if isinstance(info, Mapping) else {"candidates": list(info)}
     measured = dict(plan.measured) or geometry.measure(plan.idx, plan.boxes)
-    return {
+    record = {
         "schema": 1,
         "mode": mode,
         "video": str(paths[plan.video]),
@@ -348,7 +397,7 @@ def plan_to_json(plan: PairPlan, mode: str, paths: Sequence[str], candidates: Se
         "frame_wh": [int(plan.frame_wh[0]), int(plan.frame_wh[1])],
         "T": int(plan.T),
         "pace": int(plan.pace),
-        "candidates": [str(c) for c in candidates],
+        "candidates": [str(c) for c in info.pop("candidates")],
         "idx": np.asarray(plan.idx).astype(int).tolist(),
         "boxes": np.asarray(plan.boxes).astype(int).tolist(),
         "rot90": np.asarray(plan.rot90).astype(int).tolist(),
@@ -359,4 +408,8 @@ def plan_to_json(plan: PairPlan, mode: str, paths: Sequence[str], candidates: Se
             "temporal": round(float(measured["temporal"]), 4),
             "shared_frames": int(measured["shared_frames"]),
         },
+        "same": same_fields(plan),
     }
+    for key, value in info.items():
+        record.setdefault(key, value)
+    return record

@@ -24,7 +24,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cstp_cli.api import Option
+from cstp_cli.api import Option, unwrap  # unwrap: the core's one (DDP / DataParallel / compile)
 
 # --------------------------------------------------------------------------- networks
 
@@ -50,17 +50,6 @@ def mlp(dims: Sequence[int], last_bn: bool = False, last_affine: bool = True) ->
 def projector(feature_dim: int, hidden: int = 4096, out: int = 128) -> nn.Sequential:
     """METHOD §4 projector g: ``D → hidden → out`` (Linear-BN-ReLU-Linear); not normalised here."""
     return mlp([feature_dim, hidden, out])
-
-
-def unwrap(module: nn.Module) -> nn.Module:
-    """The plain module inside DDP / DataParallel / ``torch.compile`` wrappers."""
-    while True:
-        if isinstance(module, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            module = module.module
-        elif hasattr(module, "_orig_mod") and isinstance(module._orig_mod, nn.Module):
-            module = module._orig_mod
-        else:
-            return module
 
 
 def make_target(module: nn.Module) -> nn.Module:

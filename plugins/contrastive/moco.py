@@ -4,7 +4,8 @@
   (g at construction, f in :meth:`MoCo.attach`), never given gradients.
 * Queries ``q = normalize(g(y))``; keys ``k = normalize(g'(f'(x)))`` under ``no_grad``, with
   shuffle-BN under DDP (:func:`batch_shuffle`; identity in one process).
-* Logits ``[q·k+, q·queue] / τ`` (τ = 0.07), cross-entropy with target 0.
+* Logits ``[q·k+, q·queue] / τ``, cross-entropy with target 0. τ = 0.2, MoCo v2's recipe
+  (Chen et al. 2020); ``temperature=0.07`` is MoCo v1's (and cstp's default before this fix).
 * **Symmetric loss (our choice):** q1 is scored against k2 and q2 against k1 (each key comes
   from the *other* view of its video), and the term is the **mean** of the two
   cross-entropies, so its scale matches one MoCo v2 loss.
@@ -22,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from cstp_cli.api import ContrastiveScheme, Option, SchemeOutput, SchemeSpec
@@ -64,7 +66,7 @@ class MoCo(ContrastiveScheme):
         self,
         feature_dim: int,
         queue_size: int = 2048,
-        temperature: float = 0.07,
+        temperature: float = 0.2,
         momentum: float = 0.999,
         shuffle_bn: bool = True,
         proj_hidden: int = 4096,
@@ -83,11 +85,11 @@ class MoCo(ContrastiveScheme):
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
 
-    def attach(self, encoder: Any) -> None:
+    def attach(self, encoder: nn.Module) -> None:
         """Copy the online encoder into the key encoder (frozen, in this module's state_dict)."""
         self.key_encoder = make_target(encoder)
 
-    def after_step(self, encoder: Any, step: int, total_steps: int) -> None:
+    def after_step(self, encoder: nn.Module, step: int, total_steps: int) -> None:
         """Momentum update of the key encoder and key projector (m = ``momentum``)."""
         momentum_update(self.key_encoder, encoder, self.momentum)
         momentum_update(self.key_projector, self.projector, self.momentum)
@@ -120,7 +122,7 @@ class MoCo(ContrastiveScheme):
         self.queue[rows] = keys.detach().to(self.queue.dtype)
         self.queue_ptr.copy_((self.queue_ptr + n) % size)
 
-    def forward(self, y1: Any, y2: Any, x1: Any, x2: Any) -> SchemeOutput:
+    def forward(self, y1: torch.Tensor, y2: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor) -> SchemeOutput:
         """Online features y1, y2 float[B, D] and clips x1, x2 → ``{"moco": loss}``, stats std and acc."""
         q1, q2 = self.embed(y1), self.embed(y2)
         k1, k2 = self.keys(x1, 0), self.keys(x2, 1)
@@ -138,7 +140,7 @@ class MoCo(ContrastiveScheme):
 
 OPTIONS = {
     "queue_size": Option("queue_size", "int", 2048, "number of keys K in the queue"),
-    "temperature": Option("temperature", "float", 0.07, "softmax temperature τ"),
+    "temperature": Option("temperature", "float", 0.2, "softmax temperature τ (0.2: MoCo v2; 0.07: MoCo v1)"),
     "momentum": Option("momentum", "float", 0.999, "key-encoder momentum m"),
     "shuffle_bn": Option("shuffle_bn", "bool", True, "shuffle keys across ranks for BatchNorm (DDP only)"),
     **projector_options(4096, 128),
@@ -152,6 +154,6 @@ def register_contrastive_schemes(register: Any) -> None:
             name="moco",
             build=MoCo,
             options=OPTIONS,
-            description="MoCo v2: momentum key encoder, queue of 2048 keys, τ = 0.07 (symmetric)",
+            description="MoCo v2: momentum key encoder, queue of 2048 keys, τ = 0.2 (symmetric)",
         )
     )

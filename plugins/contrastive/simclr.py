@@ -2,7 +2,8 @@
 
 For each of the 2B views (two per video) the other view of its video is the positive and the
 2B − 2 other views are negatives; τ = 0.1; the positive is in the denominator (option
-``denominator=paper`` drops it, the paper's Eq. 1). Under DDP the negatives of every rank are
+``denominator=cstp-eq1`` drops it, CSTP's Eq. 1; the old spelling ``paper`` is still
+accepted, with a deprecation note). Under DDP the negatives of every rank are
 used, gathered with gradients (:func:`gather_with_grad`); each rank averages over its own
 2B_local queries, and DDP's gradient averaging makes that the full-batch loss.
 """
@@ -19,13 +20,31 @@ from cstp_cli.hookspecs import hookimpl
 from cstp_plugins.contrastive.common import collapse_std, fp32, gather_with_grad, projector, projector_options, rank_offset
 
 
+#: ``denominator`` values: NT-Xent as SimCLR and lightly (``standard``), or CSTP's Eq. 1.
+DENOMINATORS = ("standard", "cstp-eq1")
+#: Old spellings, accepted with a deprecation note.
+DENOMINATOR_ALIASES = {"paper": "cstp-eq1"}
+
+
+def _denominator(value: str) -> str:
+    if value in DENOMINATOR_ALIASES:
+        import warnings
+
+        new = DENOMINATOR_ALIASES[value]
+        warnings.warn(f"simclr.denominator={value} is deprecated; write denominator={new}", FutureWarning, stacklevel=3)
+        value = new
+    if value not in DENOMINATORS:
+        raise ValueError(f"denominator must be standard or cstp-eq1, got {value!r}")
+    return value
+
+
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float, denominator: str = "standard") -> torch.Tensor:
     """NT-Xent of local views against all views of all ranks (METHOD §4, SimCLR).
 
     ``z1, z2`` float[B, d], L2-normalised, row i of each from video i of this rank.
     Returns the float32 scalar mean over the 2B local queries of
     ``−log( exp(s_pos/τ) / Σ_{k ≠ self} exp(s_k/τ) )`` (``standard``), or with the positive
-    also left out of the sum (``paper``, Eq. 1).
+    also left out of the sum (``cstp-eq1``, CSTP's Eq. 1).
     """
     z1, z2 = z1.float(), z2.float()
     b = z1.shape[0]
@@ -44,10 +63,8 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float, denominator:
     positive = logits[rows, pos_idx]
     masked = logits.clone()
     masked[rows, self_idx] = float("-inf")
-    if denominator == "paper":
+    if _denominator(denominator) == "cstp-eq1":
         masked[rows, pos_idx] = float("-inf")
-    elif denominator != "standard":
-        raise ValueError(f"denominator must be standard or paper, got {denominator!r}")
     return (torch.logsumexp(masked, dim=1) - positive).mean()
 
 
@@ -65,17 +82,15 @@ class SimCLR(ContrastiveScheme):
         proj_dim: int = 128,
     ):
         super().__init__()
-        if denominator not in ("standard", "paper"):
-            raise ValueError(f"denominator must be standard or paper, got {denominator!r}")
         self.temperature = float(temperature)
-        self.denominator = denominator
+        self.denominator = _denominator(denominator)
         self.projector = projector(feature_dim, proj_hidden, proj_dim)
 
     def embed(self, y: torch.Tensor) -> torch.Tensor:
         """``normalize(g(y))``: float[B, D] → float32[B, proj_dim] (one view, its own BN statistics)."""
         return F.normalize(self.projector(y).float(), dim=1)
 
-    def forward(self, y1: Any, y2: Any, x1: Any = None, x2: Any = None) -> SchemeOutput:
+    def forward(self, y1: torch.Tensor, y2: torch.Tensor, x1: torch.Tensor | None = None, x2: torch.Tensor | None = None) -> SchemeOutput:
         """Online features ``y1, y2`` float[B, D] → ``{"simclr": loss}``, stats ``{"std"}``; clips unused."""
         z1, z2 = self.embed(y1), self.embed(y2)
         with fp32(z1.device):
@@ -89,8 +104,9 @@ OPTIONS = {
         "denominator",
         "str",
         "standard",
-        "standard: the positive is in the denominator (NT-Xent); paper: dropped (paper Eq. 1)",
-        choices=("standard", "paper"),
+        "standard: the positive is in the denominator (NT-Xent); cstp-eq1: dropped (CSTP's Eq. 1; old name: paper)",
+        choices=DENOMINATORS,
+        aliases=DENOMINATOR_ALIASES,
     ),
     **projector_options(4096, 128),
 }

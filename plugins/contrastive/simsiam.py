@@ -2,7 +2,9 @@
 
 * Projector ``D → 2048 → 2048 → 2048``, BatchNorm after each Linear (ReLU after the first
   two), the last BatchNorm without affine parameters; predictor ``2048 → 512 → 2048``
-  (Linear-BN-ReLU-Linear).
+  (Linear-BN-ReLU-Linear). The predictor takes the projector's **raw** output (SimSiam,
+  Chen & He 2021); the L2 norm is inside D only (METHOD §4's "output L2-normalised" does not
+  apply here).
 * ``L = ½·D(p1, sg z2) + ½·D(p2, sg z1)`` with ``D(p, z) = −cos(p, z)``, mean over the batch.
 * The clips x1, x2 are not used.
 """
@@ -34,7 +36,7 @@ class SimSiam(ContrastiveScheme):
         self.projector = mlp([feature_dim, proj_hidden, proj_hidden, proj_dim], last_bn=True, last_affine=False)
         self.predictor = mlp([proj_dim, pred_hidden, proj_dim])
 
-    def forward(self, y1: Any, y2: Any, x1: Any = None, x2: Any = None) -> SchemeOutput:
+    def forward(self, y1: torch.Tensor, y2: torch.Tensor, x1: torch.Tensor | None = None, x2: torch.Tensor | None = None) -> SchemeOutput:
         """Online features y1, y2 float[B, D] → ``{"simsiam": loss}``, stats ``{"std"}`` (of normalised z)."""
         z1, z2 = self.projector(y1), self.projector(y2)
         p1, p2 = self.predictor(z1), self.predictor(z2)

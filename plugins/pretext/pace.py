@@ -10,14 +10,14 @@ Head ``D → D → |P|`` (Linear-BN-ReLU-Linear) shared by both clips; term ``"p
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cstp_cli.api import Option, PairPlan, PretextSpec, PretextTask, pretext_head, resolve_options
+from cstp_cli.api import Option, PairPlan, PretextSpec, PretextTask, pretext_head
 from cstp_cli.hookspecs import hookimpl
 
 OPTIONS: dict[str, Option] = {
@@ -33,12 +33,18 @@ class PaceTask(PretextTask):
     phases = frozenset({"rate"})
     writes = frozenset({"pace"})
 
-    def __init__(self, **options: Any):
-        super().__init__(**resolve_options(OPTIONS, options, "pace"))
-        self.rates = [int(r) for r in self.options["rates"]]
+    def __init__(self, rates: Sequence[int] = (1, 2, 4, 8), clips: str = "both"):
+        super().__init__(rates=list(rates), clips=clips)
+        self.rates = [int(r) for r in rates]
         if not self.rates or min(self.rates) < 1 or len(set(self.rates)) != len(self.rates):
             raise ValueError(f"pace.rates must be distinct positive integers, got {self.rates}")
-        self.clips = 2 if self.options["clips"] == "both" else 1
+        if clips not in ("both", "first"):
+            raise ValueError(f"pace.clips must be both or first, got {clips!r}")
+        self.clips = 2 if clips == "both" else 1
+
+    def label_classes(self) -> dict[str, int]:
+        """One class per pace of ``rates``."""
+        return {"pace.rate": len(self.rates)}
 
     def plan_step(self, phase: str, plan: PairPlan, rng: np.random.Generator) -> None:
         """METHOD §2.1: ``plan.pace`` and ``"pace.rate"``."""

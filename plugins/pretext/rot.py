@@ -11,14 +11,14 @@ before cropping). Head ``D → D → 4`` shared by both clips; term ``"rot"`` =
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cstp_cli.api import Option, PairPlan, PlanBatch, PretextSpec, PretextTask, pretext_head, resolve_options
+from cstp_cli.api import Option, PairPlan, PlanBatch, PretextSpec, PretextTask, pretext_head
 from cstp_cli.hookspecs import hookimpl
 
 OPTIONS: dict[str, Option] = {
@@ -50,9 +50,15 @@ class RotTask(PretextTask):
     phases = frozenset({"per_clip"})
     writes = frozenset({"rot90"})
 
-    def __init__(self, **options: Any):
-        super().__init__(**resolve_options(OPTIONS, options, "rot"))
-        self.clips = 2 if self.options["clips"] == "both" else 1
+    def __init__(self, clips: str = "both"):
+        super().__init__(clips=clips)
+        if clips not in ("both", "first"):
+            raise ValueError(f"rot.clips must be both or first, got {clips!r}")
+        self.clips = 2 if clips == "both" else 1
+
+    def label_classes(self) -> dict[str, int]:
+        """Four quarter turns."""
+        return {"rot.clips": 4}
 
     def plan_step(self, phase: str, plan: PairPlan, rng: np.random.Generator) -> None:
         """``plan.rot90`` and ``"rot.clips"`` int64[2], uniform in 0..3 per clip."""

@@ -10,15 +10,24 @@ Plan steps (worker side, NumPy, integer geometry):
   ``(m·w·h/n − sw, m·w·h/n]``. Option ``decorrelate`` keeps only box sizes where every rate
   fits and draws the placement among those that fit. Label ``"stor.spatial"``.
 
+One part only (``parts=temporal`` or ``parts=spatial``): with ``isolate`` (the default) the
+task asks the sampler (``PretextTask.shared``) to keep everything else of the two clips the
+same, so the label is the only difference: temporal-only shares crop, flip and the
+photometric block (only time differs); spatial-only shares the frames (only the box
+differs). ``isolate=false`` gives the other part's core default instead (independent crop,
+flip and colour; independent starts), as before this option existed.
+
 Heads: spatial and temporal, each ``2D → 2D → n`` (Linear-BN-ReLU-Linear) on
 ``cat(y1, y2)``; terms ``"stor.spatial"`` and ``"stor.temporal"`` (cross-entropy each).
+
+Options arrive parsed (the engine resolves ``--set stor.*``); the task checks ranges only.
 """
 
 from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import Any, Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -30,11 +39,16 @@ from cstp_cli.api import (
     PairPlan,
     PretextSpec,
     PretextTask,
+    candidate_strings,
+    clip_idx,
     corner_shift,
     delta_steps,
     draw_rrc_size,
+    inside,
+    looped_idx,
+    min_overlap_width,
+    overlap_height,
     pretext_head,
-    resolve_options,
     rrc_box,
 )
 from cstp_cli.hookspecs import hookimpl
@@ -52,21 +66,29 @@ OPTIONS: dict[str, Option] = {
     "decorrelate": Option(
         "decorrelate", "bool", False, "draw box sizes for which every rate fits, so box size does not predict the label"
     ),
+    "isolate": Option(
+        "isolate",
+        "bool",
+        True,
+        "with one part only, keep the rest of the two clips the same (temporal: crop, flip, colour; spatial: frames)",
+    ),
+}
+
+#: What one part alone asks the sampler to keep equal in both clips (``isolate``).
+ISOLATED_SHARED = {
+    ("temporal",): frozenset({"boxes", "flip", "photometric"}),
+    ("spatial",): frozenset({"idx"}),
 }
 
 
 # --------------------------------------------------------------------------- geometry
-# (delta_steps, draw_rrc_size, rrc_box, corner_shift come from the API: the core's own.)
-
-
-def fits(x: int, y: int, w: int, h: int, W: int, H: int) -> bool:
-    return x >= 0 and y >= 0 and x + w <= W and y + h <= H
+# (offsets, crops, overlap widths/heights, clip indices come from the API: the core's own.)
 
 
 def overlap_widths(w: int, h: int, m: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     """All overlap widths ``sw ∈ [ceil(m·w/n), w]`` and heights ``sh = m·w·h // (n·sw)``."""
-    sw = np.arange(-(-m * w // n), w + 1, dtype=np.int64)
-    return sw, (m * w * h) // (n * sw)
+    sw = np.arange(min_overlap_width(w, m, n), w + 1, dtype=np.int64)
+    return sw, overlap_height(w, h, m, n, sw)
 
 
 @lru_cache(maxsize=65536)
@@ -106,17 +128,41 @@ class StorTask(PretextTask):
     phases = frozenset({"temporal", "spatial"})
     writes = frozenset({"idx", "boxes"})
 
-    def __init__(self, **options: Any):
-        super().__init__(**resolve_options(OPTIONS, options, "stor"))
-        self.n = int(self.options["candidates"])
+    def __init__(
+        self,
+        candidates: int = 5,
+        parts: Sequence[str] = PARTS,
+        decorrelate: bool = False,
+        isolate: bool = True,
+    ):
+        super().__init__(candidates=candidates, parts=list(parts), decorrelate=decorrelate, isolate=isolate)
+        self.n = int(candidates)
         if self.n < 2:
             raise ValueError(f"stor.candidates must be at least 2, got {self.n}")
-        self.parts = tuple(p for p in PARTS if p in self.options["parts"])
+        unknown = [p for p in parts if p not in PARTS]
+        if unknown:
+            raise ValueError(f"stor.parts must name spatial, temporal or both, got {unknown[0]!r}")
+        self.parts = tuple(p for p in PARTS if p in parts)
         if not self.parts:
             raise ValueError("stor.parts must name spatial, temporal or both")
-        self.decorrelate = bool(self.options["decorrelate"])
+        self.decorrelate = bool(decorrelate)
         self.phases = frozenset(self.parts)
         self.writes = frozenset({"temporal": "idx", "spatial": "boxes"}[p] for p in self.parts)
+        self.shared = ISOLATED_SHARED.get(self.parts, frozenset()) if isolate else frozenset()
+
+    # description ----------------------------------------------------------------------
+    @property
+    def mode_tag(self) -> str | None:
+        """``"decorrelate"`` with ``stor.decorrelate`` (``pairs.jsonl`` mode ``clean+decorrelate``)."""
+        return "decorrelate" if self.decorrelate else None
+
+    def plan_info(self) -> dict[str, list[str]]:
+        """``{"candidates": ["1", "4/5", …]}``: the overlap rates in label order (METHOD §0)."""
+        return {"candidates": candidate_strings(self.n)}
+
+    def label_classes(self) -> dict[str, int]:
+        """n classes per active part."""
+        return {f"stor.{p}": self.n for p in self.parts}
 
     # worker side ----------------------------------------------------------------------
     def plan_step(self, phase: str, plan: PairPlan, rng: np.random.Generator) -> None:
@@ -129,10 +175,8 @@ class StorTask(PretextTask):
         """METHOD §2.2: ``idx`` and ``"stor.temporal"``."""
         T, N, s, n = plan.T, plan.num_frames, plan.pace, self.n
         span = (T - 1) * s
-        steps = np.arange(T, dtype=np.int64)
         if span > N - 1:  # too short for a clip at this pace: loop
-            clip = (steps * (s if N >= T else 1)) % N
-            plan.idx = np.stack([clip, clip])
+            plan.idx = looped_idx(T, N, s if N >= T else 1)
             plan.labels["stor.temporal"] = np.int64(0)
             return
         labels = [k for k in range(n) if span + s * delta_steps(k, n, T) <= N - 1]
@@ -142,7 +186,7 @@ class StorTask(PretextTask):
         b = a + d
         if rng.random() < 0.5:
             a, b = b, a
-        plan.idx = np.stack([a + s * steps, b + s * steps])
+        plan.idx = clip_idx((a, b), s, T)
         plan.labels["stor.temporal"] = np.int64(k)
 
     def spatial(self, plan: PairPlan, rng: np.random.Generator) -> None:
@@ -161,12 +205,12 @@ class StorTask(PretextTask):
         n, m = self.n, self.n - k
         for _ in range(MAX_BOX_REDRAWS):
             x, y, w, h = rrc_box(W, H, rng)
-            lo = -(-m * w // n)
+            lo = min_overlap_width(w, m, n)
             for v in rng.integers(0, (w - lo + 1) * 4, size=PLACEMENT_TRIES).tolist():
                 sw = lo + v // 4
-                sh = (m * w * h) // (n * sw)
+                sh = overlap_height(w, h, m, n, sw)
                 sx, sy = corner_shift(v % 4, w - sw, h - sh)
-                if fits(x + sx, y + sy, w, h, W, H):
+                if inside((x + sx, y + sy, w, h), W, H):
                     return [(x, y, w, h), (x + sx, y + sy, w, h)]
         raise ValueError(f"stor: no placement of rate {m}/{n} found in {W}x{H} frames; use fewer stor.candidates")
 
@@ -180,7 +224,7 @@ class StorTask(PretextTask):
             w = h = largest_decorrelated_square(n, W, H)
         widths = feasible_widths(w, h, m, n, W, H)
         sw = widths[int(rng.integers(0, len(widths)))]
-        sh = (m * w * h) // (n * sw)
+        sh = overlap_height(w, h, m, n, sw)
         dx, dy = w - sw, h - sh
         corner = int(rng.integers(0, 4))
         ux = int(rng.integers(0, W - (w + dx) + 1))

@@ -52,3 +52,19 @@ def test_unknown_option_is_a_usage_error_of_one_line(tiny_cache, capsys):
         main(["data", "pairs", str(tiny_cache), "-n", "2", "--set", "stor.bogus=1"])
     err = capsys.readouterr().err.strip()
     assert exit_.value.code == 2 and "bogus" in err and "candidates" in err and len(err.splitlines()) == 1
+
+
+def test_temporal_only_stor_plans_keep_crop_flip_and_colour_the_same(tiny_cache, tmp_path):
+    out = tmp_path / "t.jsonl"
+    result = run(tiny_cache, "-n", 12, "-o", out, "--frames", 4, "--pretext", "stor", "--augment", "none", "--set", "stor.parts=temporal")
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert all({"boxes", "flip", "photometric"} <= set(r["same"]) for r in records)
+    assert "crop 100.0%, flip 100.0%, colour 100.0%" in result.output
+
+
+def test_unwritable_out_is_refused_before_any_plan(tiny_cache, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = run(tiny_cache, "-n", 5, "-o", blocker / "pairs.jsonl")
+    assert result.exit_code != 0 and "plans" not in result.output

@@ -90,3 +90,51 @@ def test_forward_logs_raw_weighted_stats_and_total():
     assert "stats/byol.std" in logs
     total = sum(v for k, v in logs.items() if k.startswith("weighted/"))
     assert torch.allclose(loss, total)
+
+
+def test_options_are_parsed_once_by_the_engine_and_the_task_receives_typed_values(monkeypatch):
+    from cstp_cli.api import Option
+
+    calls = []
+    original = Option.parse
+
+    def counting(self, value):
+        calls.append(self.name)
+        return original(self, value)
+
+    monkeypatch.setattr(Option, "parse", counting)
+    obj = build(sets={"stor": {"decorrelate": "true", "candidates": "4"}})
+    stor = next(t for t in obj.tasks if t.name == "stor")
+    assert sorted(calls) == ["candidates", "decorrelate", "pred_hidden", "proj_hidden"]  # once each: not again in stor or byol
+    assert stor.decorrelate is True and stor.n == 4
+
+
+def test_a_value_the_task_refuses_is_a_usage_error_naming_it():
+    with pytest.raises(UsageError, match="--set stor: stor.candidates must be at least 2"):
+        build(sets={"stor": {"candidates": "1"}})
+
+
+def test_build_tasks_is_the_route_of_data_pairs_too():
+    from cstp_cli.commands.data_pairs import build_tasks as pairs_tasks
+    from cstp_cli.engine.objective import build_tasks
+
+    entries = build_tasks(parse_selection("none", "stor", "pace"), sets={"stor": {"parts": "temporal"}})
+    tasks = pairs_tasks("stor", "pace", ["stor.parts=temporal"])
+    assert [(e.name, e.augment_only) for e in entries] == [(t.name, t.augment_only) for t in tasks] == [("stor", False), ("pace", True)]
+    assert tasks[0].parts == entries[0].task.parts == ("temporal",)
+
+
+def test_every_builtin_component_declares_the_defaults_its_build_uses():
+    import inspect
+
+    from cstp_cli.plugins import get_registry
+
+    registry = get_registry()
+    specs = [registry.pretext(n) for n in ("stor", "pace", "rot")]
+    specs += [registry.scheme(n) for n in ("byol", "moco", "simclr", "simsiam")]
+    for spec in specs:
+        params = inspect.signature(spec.build).parameters
+        for name, opt in spec.options.items():
+            default = params[name].default
+            default = list(default) if isinstance(default, tuple) else default
+            assert default == opt.default, (spec.name, name)

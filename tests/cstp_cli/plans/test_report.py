@@ -74,3 +74,20 @@ def test_format_report_names_every_part():
     text = format_report(shortcut_report(recs), recs[0]["candidates"])
     for needle in ("200 plans", "stor.spatial: 1:", "1/5:", "rot.clips", "pace.rate", "mutual information", "box area alone"):
         assert needle in text
+
+
+def test_report_shows_how_often_the_clips_are_equal_per_field():
+    s = PairSampler([StorTask(parts=["temporal"]), PaceTask()], T=8)
+    recs = [plan_to_json(s.plan(0, 200, (64, 48), plan_rng(0, 0, i)), s.mode_label, ["v.avi"], s.plan_info()) for i in range(50)]
+    report = shortcut_report(recs, s.label_classes())
+    assert report["same"]["boxes"] == report["same"]["flip"] == report["same"]["photometric"] == 1.0
+    assert report["same"]["idx"] < 0.5
+    assert "clips equal in: frames" in format_report(report) and "crop 100.0%" in format_report(report)
+    free = shortcut_report(records(50))
+    assert free["same"]["boxes"] < 0.5 and free["same"]["photometric"] < 0.5
+
+
+def test_label_classes_from_the_sampler_count_unseen_classes():
+    s = PairSampler([PaceTask(rates=[1, 2, 4, 8, 16])], T=4)
+    recs = [plan_to_json(s.plan(0, 30, (64, 48), plan_rng(0, 0, i)), s.mode_label, ["v.avi"], s.plan_info()) for i in range(20)]
+    assert len(shortcut_report(recs, s.label_classes())["histograms"]["pace.rate"]) == 5  # 16 never fits 30 frames

@@ -11,13 +11,16 @@ import pytest
 from cstp_cli.plans import geometry
 from cstp_cli.api import PairPlan, PretextTask, collate_plans
 from cstp_cli.errors import UsageError
+from cstp_cli.plans.reference import ReferenceSampler
 from cstp_cli.plans.sampling import (
     PairSampler,
     candidate_strings,
+    make_sampler,
     draw_photometric,
     epoch_order,
     plan_rng,
     plan_to_json,
+    same_fields,
 )
 from cstp_plugins.pretext import stor as stor_mod
 from cstp_plugins.pretext.pace import PaceTask
@@ -57,10 +60,10 @@ def test_epoch_order_is_a_seeded_permutation_per_epoch():
 
 @pytest.mark.parametrize("mode", ["clean", "reference"])
 def test_same_seed_epoch_index_gives_the_same_plan_in_any_call_order(mode):
-    s = PairSampler(default_tasks(), mode=mode)
+    s = make_sampler(default_tasks(), mode=mode)
     keys = [(1, e, i) for e in range(2) for i in range(12)]
     forward = {k: s.plan(k[2] % 5, 60 + k[2], (171, 128), plan_rng(*k)) for k in keys}
-    fresh = PairSampler(default_tasks(), mode=mode)
+    fresh = make_sampler(default_tasks(), mode=mode)
     backward = {k: fresh.plan(k[2] % 5, 60 + k[2], (171, 128), plan_rng(*k)) for k in reversed(keys)}
     assert all(plans_equal(forward[k], backward[k]) for k in keys)
     assert not plans_equal(forward[keys[0]], forward[keys[1]])
@@ -123,11 +126,11 @@ def test_augment_only_task_owns_its_augmentation_only_writes():
 
     task = Narrow()
     task.augment_only = True
-    plan = PairSampler([task, StorTask(parts=["temporal"])]).plan(0, 40, (64, 48), plan_rng(0, 0, 0))
+    plan = PairSampler([task, StorTask(parts=["temporal"], isolate=False)]).plan(0, 40, (64, 48), plan_rng(0, 0, 0))
     assert plan.boxes.tolist() == [[0, 0, 4, 4], [1, 1, 4, 4]]
     task.augment_only = False
     with pytest.raises(UsageError, match="narrow"):
-        PairSampler([task, StorTask(parts=["temporal"])])
+        PairSampler([task, StorTask(parts=["temporal"], isolate=False)])
 
 
 def test_stor_parts_choose_its_phases_and_fields():
@@ -237,14 +240,14 @@ def test_plans_collate_into_a_plan_batch():
 
 
 def test_reference_spatial_marginals_match_the_authors_on_341x256():
-    s = PairSampler(default_tasks(), mode="reference")
+    s = ReferenceSampler(default_tasks())
     labels = [int(s.plan(0, 300, (341, 256), plan_rng(2, 0, i)).labels["stor.spatial"]) for i in range(6000)]
     share = 100 * np.bincount(labels, minlength=5) / len(labels)
     assert np.all(np.abs(share - np.array([66, 21, 8.5, 3.3, 1.0])) <= 2), share
 
 
 def test_reference_rotates_before_cropping_with_float_truncated_offsets():
-    s = PairSampler(default_tasks(), mode="reference", T=16)
+    s = ReferenceSampler(default_tasks(), T=16)
     plans = [s.plan(0, 400, (171, 128), plan_rng(0, 0, i)) for i in range(600)]
     assert all(p.extras["sampling.rot_first"].tolist() == [True, True] for p in plans)
     assert all(np.array_equal(p.labels["rot.clips"], p.rot90) for p in plans)
@@ -257,7 +260,7 @@ def test_reference_rotates_before_cropping_with_float_truncated_offsets():
 
 
 def test_reference_keeps_labels_of_active_tasks_only():
-    plan = PairSampler([PaceTask()], mode="reference").plan(0, 300, (171, 128), plan_rng(0, 0, 0))
+    plan = ReferenceSampler([PaceTask()]).plan(0, 300, (171, 128), plan_rng(0, 0, 0))
     assert set(plan.labels) == {"pace.rate"}
 
 
@@ -269,7 +272,7 @@ def test_reference_pace_index_uses_only_windows_that_fit():
 
 def test_unknown_mode_is_a_usage_error():
     with pytest.raises(UsageError, match="reference"):
-        PairSampler([], mode="authors")
+        make_sampler([], mode="authors")
 
 
 # ---------------------------------------------------------------------------- pairs.jsonl
@@ -281,7 +284,7 @@ def test_plan_to_json_writes_schema_one():
     rec = json.loads(json.dumps(plan_to_json(plan, s.mode_label, ["a.avi", "b/c.avi"], s.candidates)))
     assert list(rec) == [
         "schema", "mode", "video", "num_frames", "frame_wh", "T", "pace", "candidates",
-        "idx", "boxes", "rot90", "flip", "labels", "measured",
+        "idx", "boxes", "rot90", "flip", "labels", "measured", "same",
     ]  # fmt: skip
     assert rec["schema"] == 1 and rec["mode"] == "clean" and rec["video"] == "b/c.avi"
     assert rec["candidates"] == ["1", "4/5", "3/5", "2/5", "1/5"]
@@ -289,10 +292,99 @@ def test_plan_to_json_writes_schema_one():
     assert set(rec["labels"]) == {"stor.spatial", "stor.temporal", "pace.rate", "rot.clips"}
     assert len(rec["labels"]["rot.clips"]) == 2 and isinstance(rec["labels"]["pace.rate"], int)
     assert set(rec["measured"]) == {"spatial", "temporal", "shared_frames"}
+    assert set(rec["same"]) <= {"idx", "boxes", "flip", "rot90", "photometric"}
 
 
 def test_mode_labels_and_candidates():
     assert PairSampler(default_tasks(decorrelate=True)).mode_label == "clean+decorrelate"
-    assert PairSampler(default_tasks(), mode="reference").mode_label == "reference"
+    assert ReferenceSampler(default_tasks()).mode_label == "reference"
     assert candidate_strings(4) == ["1", "3/4", "1/2", "1/4"]
     assert PairSampler([StorTask(candidates=3)]).candidates == ["1", "2/3", "1/3"]
+
+
+# ---------------------------------------------------------------------------- task neutrality
+
+
+class NoPeeking(dict):
+    """A task's options that fail the test when the clean sampler reads them."""
+
+    def __getitem__(self, key):
+        raise AssertionError(f"the clean sampler read option {key!r}")
+
+    def get(self, key, default=None):
+        raise AssertionError(f"the clean sampler read option {key!r}")
+
+
+def test_clean_sampler_reads_no_task_option():
+    tasks = default_tasks(decorrelate=True, candidates=3)
+    for task in tasks:
+        task.options = NoPeeking()
+    s = PairSampler(tasks, T=8)
+    plan = s.plan(0, 100, (64, 48), plan_rng(0, 0, 0))
+    assert s.mode_label == "clean+decorrelate" and s.candidates == ["1", "2/3", "1/3"]
+    assert int(plan.labels["stor.spatial"]) < 3
+
+
+class Tagged(PretextTask):
+    name = "tagged"
+
+    @property
+    def mode_tag(self):
+        return "mine"
+
+    def plan_info(self):
+        return {"tagged.note": "hello"}
+
+    def label_classes(self):
+        return {"tagged.x": 7}
+
+
+def test_mode_label_joins_the_tags_tasks_describe():
+    s = PairSampler([Tagged(), StorTask(decorrelate=True)])
+    assert s.mode_label == "clean+mine+decorrelate"
+    assert s.label_classes() == {"tagged.x": 7, "stor.spatial": 5, "stor.temporal": 5}
+
+
+def test_plan_info_of_tasks_goes_into_pairs_jsonl_with_default_candidates_without_stor():
+    s = PairSampler([Tagged()], T=4)
+    rec = plan_to_json(s.plan(0, 30, (64, 48), plan_rng(0, 0, 0)), s.mode_label, ["a.avi"], s.plan_info())
+    assert rec["tagged.note"] == "hello" and rec["candidates"] == ["1", "4/5", "3/5", "2/5", "1/5"]
+
+
+class Sharer(PretextTask):
+    name = "sharer"
+    shared = frozenset({"boxes", "flip", "photometric"})
+
+
+def test_shared_fields_are_copied_from_clip_one_to_clip_two():
+    plans = [PairSampler([Sharer()], T=4).plan(0, 50, (64, 48), plan_rng(0, 0, i)) for i in range(40)]
+    assert all(np.array_equal(p.boxes[0], p.boxes[1]) and p.flip[0] == p.flip[1] for p in plans)
+    assert all(np.array_equal(v[0], v[1]) for p in plans for v in p.photometric.values())
+    free = [PairSampler([], T=4).plan(0, 50, (64, 48), plan_rng(0, 0, i)) for i in range(40)]
+    assert np.mean([np.array_equal(p.boxes[0], p.boxes[1]) for p in free]) < 0.2
+
+
+def test_a_shared_field_owned_by_another_task_is_a_usage_error_naming_both():
+    with pytest.raises(UsageError, match=r"sharer.*boxes.*boxer"):
+        PairSampler([Sharer(), BoxOwner()])
+
+
+def test_temporal_only_stor_keeps_crop_flip_and_colour_the_same_so_only_time_differs():
+    s = PairSampler([StorTask(parts=["temporal"]), PaceTask(rates=[1, 2])], T=8)
+    plans = [s.plan(0, 100, (64, 48), plan_rng(0, 0, i)) for i in range(60)]
+    assert all({"boxes", "flip", "photometric"} <= set(same_fields(p)) for p in plans)
+    moved = [p for p in plans if int(p.labels["stor.temporal"]) > 0]
+    assert moved and all("idx" not in same_fields(p) for p in moved)
+
+
+def test_spatial_only_stor_keeps_the_frames_the_same():
+    s = PairSampler([StorTask(parts=["spatial"]), PaceTask(rates=[1, 2])], T=8)
+    plans = [s.plan(0, 100, (64, 48), plan_rng(0, 0, i)) for i in range(60)]
+    assert all(np.array_equal(p.idx[0], p.idx[1]) for p in plans)
+    assert np.mean(["boxes" in same_fields(p) for p in plans]) < 0.5  # boxes still differ by the label
+
+
+def test_stor_isolate_false_restores_independent_crops_for_temporal_only():
+    s = PairSampler([StorTask(parts=["temporal"], isolate=False)], T=8)
+    plans = [s.plan(0, 100, (64, 48), plan_rng(0, 0, i)) for i in range(40)]
+    assert np.mean(["boxes" in same_fields(p) for p in plans]) < 0.2

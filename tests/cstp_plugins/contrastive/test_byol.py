@@ -52,11 +52,39 @@ def test_loss_matches_explicit_formula(encoder, clips, tiny_pred, perturb):
     perturb(scheme.target_encoder, 0.1)  # target ≠ online, so the target pass really is used
     y1, y2 = encoder(clips[0]), encoder(clips[1])
     out = scheme(y1, y2, *clips)
-    p1 = scheme.predictor(F.normalize(scheme.projector(y1), dim=1))
-    p2 = scheme.predictor(F.normalize(scheme.projector(y2), dim=1))
+    p1 = scheme.predictor(scheme.projector(y1))  # the projector's raw output (BYOL paper, lightly)
+    p2 = scheme.predictor(scheme.projector(y2))
     expected = naive_byol(p1, p2, targets_of(scheme, clips[0]), targets_of(scheme, clips[1]))
     assert out.terms["byol"].item() == pytest.approx(expected, rel=1e-5)
     assert set(out.terms) == {"byol"}
+
+
+def predictor_inputs(scheme, y1, y2, clips):
+    seen = []
+    handle = scheme.predictor.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
+    scheme(y1, y2, *clips)
+    handle.remove()
+    return seen
+
+
+def test_predictor_takes_the_projectors_raw_output(encoder, clips, tiny_pred):
+    scheme = build(encoder, tiny_pred)
+    y1, y2 = encoder(clips[0]), encoder(clips[1])
+    seen = predictor_inputs(scheme, y1, y2, clips)
+    torch.testing.assert_close(seen[0], scheme.projector(y1).detach())
+    assert not torch.allclose(seen[0].norm(dim=1), torch.ones(len(y1)))
+
+
+def test_pred_input_normalized_keeps_the_old_behaviour(encoder, clips, tiny_pred, perturb):
+    scheme = build(encoder, tiny_pred, pred_input="normalized")
+    perturb(scheme.target_encoder, 0.1)
+    y1, y2 = encoder(clips[0]), encoder(clips[1])
+    seen = predictor_inputs(scheme, y1, y2, clips)
+    torch.testing.assert_close(seen[0].norm(dim=1), torch.ones(len(y1)))
+    p1 = scheme.predictor(F.normalize(scheme.projector(y1), dim=1))
+    p2 = scheme.predictor(F.normalize(scheme.projector(y2), dim=1))
+    expected = naive_byol(p1, p2, targets_of(scheme, clips[0]), targets_of(scheme, clips[1]))
+    assert scheme(y1, y2, *clips).terms["byol"].item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_loss_is_symmetric_in_the_views(encoder, clips, tiny_pred):
@@ -121,3 +149,8 @@ def test_state_dict_holds_target_and_reloads(encoder, clips, tiny_pred, perturb)
 def test_unknown_momentum_schedule_is_rejected():
     with pytest.raises(ValueError, match="momentum"):
         BYOL(16, momentum="linear", proj_hidden=4, proj_dim=2, pred_hidden=4)
+
+
+def test_unknown_pred_input_is_rejected():
+    with pytest.raises(ValueError, match="pred_input"):
+        BYOL(16, pred_input="unit", proj_hidden=4, proj_dim=2, pred_hidden=4)

@@ -56,7 +56,7 @@ def test_loss_matches_naive_symmetric_mean(encoder, clips, tiny):
     q1 = F.normalize(scheme.projector(y1), dim=1)
     q2 = F.normalize(scheme.projector(y2), dim=1)
     k1, k2 = keys_of(scheme, clips[0]), keys_of(scheme, clips[1])
-    expected = 0.5 * (naive_moco(q1, k2, queue0, 0.07) + naive_moco(q2, k1, queue0, 0.07))
+    expected = 0.5 * (naive_moco(q1, k2, queue0, 0.2) + naive_moco(q2, k1, queue0, 0.2))  # τ = 0.2, MoCo v2
     assert out.terms["moco"].item() == pytest.approx(expected, rel=1e-5)
 
 
@@ -151,3 +151,12 @@ def test_forward_before_attach_is_an_error(encoder, clips, tiny):
     scheme = MoCo(16, **tiny)
     with pytest.raises(RuntimeError, match="attach"):
         scheme(encoder(clips[0]), encoder(clips[1]), *clips)
+
+
+def test_temperature_defaults_to_moco_v2s_and_v1s_stays_an_option_value():
+    from cstp_cli.api import resolve_options
+    from cstp_plugins.contrastive.moco import OPTIONS
+
+    assert MoCo(16, proj_hidden=4, proj_dim=2, queue_size=4).temperature == 0.2
+    assert OPTIONS["temperature"].default == 0.2
+    assert MoCo(16, **resolve_options(OPTIONS, {"temperature": "0.07", "proj_hidden": "4", "proj_dim": "2"}, "moco")).temperature == 0.07

@@ -8,10 +8,15 @@ import torch
 from cstp_cli.api import ContrastiveScheme, SchemeOutput, resolve_options
 from cstp_cli.plugins import get_registry
 
+# METHOD §4's, with issue 12 item 7's fixes: MoCo v2's τ is 0.2 (0.07 is MoCo v1's) and
+# BYOL's predictor reads the projector's raw output.
 METHOD_DEFAULTS = {
     "simclr": {"temperature": 0.1, "denominator": "standard", "proj_hidden": 4096, "proj_dim": 128},
-    "moco": {"queue_size": 2048, "temperature": 0.07, "momentum": 0.999, "proj_hidden": 4096, "proj_dim": 128},
-    "byol": {"base_momentum": 0.998, "momentum": "constant", "proj_hidden": 4096, "proj_dim": 128, "pred_hidden": 4096},
+    "moco": {"queue_size": 2048, "temperature": 0.2, "momentum": 0.999, "proj_hidden": 4096, "proj_dim": 128},
+    "byol": {
+        "base_momentum": 0.998, "momentum": "constant", "proj_hidden": 4096, "proj_dim": 128, "pred_hidden": 4096,
+        "pred_input": "raw",
+    },
     "simsiam": {"proj_hidden": 2048, "proj_dim": 2048, "pred_hidden": 512},
 }
 

@@ -38,9 +38,9 @@ def test_nt_xent_matches_naive_loop():
     assert float(nt_xent(z1, z2, 0.1)) == pytest.approx(naive_nt_xent(z1, z2, 0.1), rel=1e-5)
 
 
-def test_paper_denominator_drops_exactly_the_positive():
+def test_cstp_eq1_denominator_drops_exactly_the_positive():
     z1, z2 = random_unit(seed=1)
-    paper = float(nt_xent(z1, z2, 0.5, "paper"))
+    paper = float(nt_xent(z1, z2, 0.5, "cstp-eq1"))
     assert paper == pytest.approx(naive_nt_xent(z1, z2, 0.5, drop_positive=True), rel=1e-5)
     assert paper != pytest.approx(float(nt_xent(z1, z2, 0.5)), rel=1e-3)
 
@@ -87,3 +87,14 @@ def test_loss_is_float32_under_bf16_autocast(encoder, clips, tiny):
 def test_unknown_denominator_is_rejected():
     with pytest.raises(ValueError, match="denominator"):
         SimCLR(16, denominator="nope", proj_hidden=4, proj_dim=2)
+
+
+def test_old_denominator_spelling_paper_is_cstp_eq1_with_a_deprecation_note():
+    from cstp_cli.api import resolve_options
+    from cstp_plugins.contrastive.simclr import OPTIONS
+
+    with pytest.warns(FutureWarning, match="cstp-eq1"):
+        assert resolve_options(OPTIONS, {"denominator": "paper"}, "simclr")["denominator"] == "cstp-eq1"
+    with pytest.warns(FutureWarning):
+        assert SimCLR(16, denominator="paper", proj_hidden=4, proj_dim=2).denominator == "cstp-eq1"
+    assert "paper" not in OPTIONS["denominator"].choices

@@ -65,3 +65,13 @@ def test_collapsed_projections_give_zero_std(tiny_pred):
     scheme = SimSiam(16, **tiny_pred).eval()
     y = torch.randn(1, 16).repeat(6, 1)
     assert scheme(y, y).stats["std"].item() < 1e-5
+
+
+def test_predictor_takes_the_projectors_raw_output(encoder, clips, tiny_pred):
+    scheme = SimSiam(16, **tiny_pred)
+    seen = []
+    scheme.predictor.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
+    y1, y2 = encoder(clips[0]), encoder(clips[1])
+    scheme(y1, y2, *clips)
+    torch.testing.assert_close(seen[0], scheme.projector(y1).detach())
+    assert not torch.allclose(seen[0].norm(dim=1), torch.ones(len(y1)))

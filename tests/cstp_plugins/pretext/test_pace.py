@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from cstp_cli.api import PairPlan
+from cstp_cli.api import PairPlan, resolve_options
 from cstp_plugins.pretext import pace as pace_mod
 from cstp_plugins.pretext.pace import PaceTask
 
@@ -25,7 +25,7 @@ def test_registers_pace_with_weight_one_and_its_options():
     (spec,) = specs
     assert spec.name == "pace" and spec.default_weight == 1.0
     assert {k: o.default for k, o in spec.options.items()} == {"rates": [1, 2, 4, 8], "clips": "both"}
-    assert spec.build(rates="1,3").rates == [1, 3]
+    assert spec.build(**resolve_options(spec.options, {"rates": "1,3"}, "pace")).rates == [1, 3]
 
 
 def test_bad_rates_are_refused():

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from cstp_cli.api import PairPlan, PretextSpec
+from cstp_cli.api import PairPlan, PretextSpec, resolve_options
 from cstp_plugins.pretext import stor as stor_mod
 from cstp_plugins.pretext.stor import StorTask
 
@@ -34,13 +34,14 @@ def test_registers_stor_with_weight_one_and_its_options():
         "candidates": 5,
         "parts": ["spatial", "temporal"],
         "decorrelate": False,
+        "isolate": True,
     }
-    task = spec.build(candidates="4", parts="spatial", decorrelate="true")
+    task = spec.build(**resolve_options(spec.options, {"candidates": "4", "parts": "spatial", "decorrelate": "true"}, "stor"))
     assert task.n == 4 and task.parts == ("spatial",) and task.decorrelate
 
 
 def test_bad_options_are_refused():
-    with pytest.raises(KeyError, match="bogus"):
+    with pytest.raises(TypeError, match="bogus"):
         StorTask(bogus=1)
     with pytest.raises(ValueError, match="candidates"):
         StorTask(candidates=1)
@@ -98,3 +99,17 @@ def test_plan_steps_write_labels_and_fields():
     assert plan.idx.shape == (2, 8) and plan.boxes.shape == (2, 4)
     assert {"stor.temporal", "stor.spatial"} <= set(plan.labels)
     assert (np.diff(plan.idx, axis=1) == 2).all()
+
+
+def test_one_part_asks_the_sampler_to_share_the_other_parts_fields():
+    assert StorTask(parts=["temporal"]).shared == {"boxes", "flip", "photometric"}
+    assert StorTask(parts=["spatial"]).shared == {"idx"}
+    assert StorTask().shared == frozenset()
+    assert StorTask(parts=["temporal"], isolate=False).shared == frozenset()
+
+
+def test_describes_its_mode_tag_rates_and_label_classes():
+    task = StorTask(candidates=4, parts=["spatial"], decorrelate=True)
+    assert task.mode_tag == "decorrelate" and StorTask().mode_tag is None
+    assert task.plan_info() == {"candidates": ["1", "3/4", "1/2", "1/4"]}
+    assert task.label_classes() == {"stor.spatial": 4}

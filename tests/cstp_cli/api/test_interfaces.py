@@ -1,4 +1,4 @@
-"""The plugin API's own behaviour: option types and the defaults of the base classes."""
+"""The plugin API's own behaviour (cstp_cli/api/): option types, the base classes, the package's lazy torch names."""
 
 from __future__ import annotations
 
@@ -55,3 +55,40 @@ def test_pretext_head_is_linear_bn_relu_linear_to_logits():
     head = pretext_head(6, 8, 3)
     assert [type(m).__name__ for m in head] == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
     assert head(torch.randn(4, 6)).shape == (4, 3)
+
+
+def test_old_option_spelling_maps_to_its_new_value_with_a_deprecation_note():
+    opt = Option("denominator", "str", "standard", "h", choices=("standard", "cstp-eq1"), aliases={"paper": "cstp-eq1"})
+    with pytest.warns(FutureWarning, match="denominator=paper is deprecated; write denominator=cstp-eq1"):
+        assert opt.parse("paper") == "cstp-eq1"
+    with pytest.raises(ValueError, match="must be one of standard, cstp-eq1"):
+        opt.parse("papers")
+
+
+def test_importing_the_api_needs_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, cstp_cli.api, cstp_cli.hookspecs; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_contrastive_scheme_is_an_nn_module():
+    assert issubclass(ContrastiveScheme, torch.nn.Module)
+
+
+def test_api_unwrap_is_the_cores_and_strips_wrappers():
+    from cstp_cli.api import unwrap
+    from cstp_cli.core import dist
+
+    inner = torch.nn.Linear(2, 2)
+    assert unwrap(torch.nn.DataParallel(inner)) is inner and dist.unwrap(inner) is inner
+    import cstp_plugins.contrastive.common as common
+
+    assert common.unwrap is unwrap
+
+
+def test_task_describes_nothing_by_default():
+    task = PretextTask()
+    assert (task.mode_tag, task.plan_info(), task.label_classes(), task.shared) == (None, {}, {}, frozenset())
