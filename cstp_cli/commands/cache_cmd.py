@@ -67,9 +67,13 @@ def build(
         raise DataError(f"dataset folder {root} does not exist; give a dataset folder")
     if is_cache_file(root):
         raise DataError(f"{root} is already a cache file; give the dataset folder it was built from")
-    result = build_cache(
-        root, out=output, size=wh, workers=workers, compression=(compression or Compression.none).value, fps=fps, timeout=timeout, progress=not quiet
-    )
+    try:
+        result = build_cache(
+            root, out=output, size=wh, workers=workers, compression=(compression or Compression.none).value, fps=fps, timeout=timeout, progress=not quiet
+        )
+    except KeyboardInterrupt:
+        typer.echo("interrupted: the videos decoded so far are kept; run the same command again to resume", err=True)
+        raise typer.Exit(130) from None
     for line in result.warnings:
         typer.echo(f"warning: {line}", err=True)
     if result.failed:
@@ -116,11 +120,14 @@ def verify(
     file: Annotated[Path, typer.Argument(help="Cache file (.h5).")],
     no_sources: Annotated[bool, typer.Option("--no-sources", help="Skip comparing source fingerprints.")] = False,
 ) -> None:
-    """Check offsets, shapes and source fingerprints; exit 1 when a problem is found."""
+    """Check offsets, shapes, frame checksums and source fingerprints; exit 1 when a problem is found."""
     from cstp_cli.data.cache import verify_cache
     from cstp_cli.errors import CacheError
 
-    problems = verify_cache(file, check_sources=not no_sources)
+    notes: list[str] = []
+    problems = verify_cache(file, check_sources=not no_sources, notes=notes)
+    for line in notes:
+        typer.echo(f"note: {line}")
     for line in problems:
         typer.echo(f"problem: {line}")
     if problems:

@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 
 from cstp_cli.core.options import format_size
+from cstp_cli.data.cache.checksum import stored_checksum
 from cstp_cli.data.cache.layout import contiguous_offset, read_strings
 from cstp_cli.data.cache.reader import CacheReader
 from cstp_cli.data.decodepool import source_fingerprint
@@ -46,11 +47,13 @@ def cache_info(path: str | os.PathLike) -> dict[str, Any]:
     }
 
 
-def verify_cache(path: str | os.PathLike, check_sources: bool = True) -> list[str]:
+def verify_cache(path: str | os.PathLike, check_sources: bool = True, notes: list[str] | None = None) -> list[str]:
     """Problems of a cache, one line each (empty when sound): offsets monotone, starting
     at 0 and matching the ``frames`` length; table lengths and shapes; labels and split
-    codes in range; the first and last frame readable; source fingerprints (size and
-    SHA-1) against the current files where they still exist."""
+    codes in range; the first and last frame readable; each video's checksum of its
+    stored frames (:mod:`.checksum`); source fingerprints (size and SHA-1) against the
+    current files where they still exist. ``notes`` (when given) receives lines that are
+    not problems, e.g. that an older cache has no checksums to check."""
     r = CacheReader(path)
     problems: list[str] = []
     w, h = r.frame_wh
@@ -85,9 +88,31 @@ def verify_cache(path: str | os.PathLike, check_sources: bool = True) -> list[st
                 frames[0], frames[frames.shape[0] - 1]
         except OSError as exc:
             problems.append(f"frames cannot be read ({exc}); the file is truncated or damaged")
+        if not problems:
+            problems += _check_checksums(r, f, notes if notes is not None else [])
         if check_sources and not problems:
             problems += _check_sources(r, f)
     return problems
+
+
+def _check_checksums(r: CacheReader, f: Any, notes: list[str]) -> list[str]:
+    if "checksum" not in f["videos"]:
+        notes.append("no frame checksums stored (built by an older cstp); frames not checked — rebuild to add them")
+        return []
+    sums = read_strings(f["videos/checksum"])
+    if len(sums) != r.num_videos:
+        return [f"videos/checksum has {len(sums)} rows, expected {r.num_videos}"]
+    out = []
+    off = r.offsets
+    for i, expected in enumerate(sums):
+        try:
+            got = stored_checksum(f["frames"], int(off[i]), int(off[i + 1]))
+        except OSError as exc:
+            out.append(f"{r.paths[i]}: frames cannot be read ({exc}); the file is damaged")
+            continue
+        if got != expected:
+            out.append(f"{r.paths[i]}: stored frames do not match their checksum (damaged); rebuild the cache")
+    return out
 
 
 def _check_sources(r: CacheReader, f: Any) -> list[str]:
