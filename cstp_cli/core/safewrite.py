@@ -42,10 +42,15 @@ class GuardedFile(io.RawIOBase):
 
     def __init__(self, path: str | os.PathLike):
         super().__init__()
-        self._fh = open(path, "w+b")  # noqa: SIM115 - closed by close()
+        self._fh = self._open(path)
         self.error: OSError | None = None
         self._overlay: list[tuple[int, bytes]] = []  # (offset, data) of writes after the error
         self._overlay_bytes = 0
+
+    @staticmethod
+    def _open(path: str | os.PathLike):
+        """The underlying file (tests replace it by one that fails like a full disk)."""
+        return open(path, "w+b")  # noqa: SIM115 - closed by close()
 
     def readable(self) -> bool:
         return True
