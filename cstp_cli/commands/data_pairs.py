@@ -177,6 +177,11 @@ def pairs(
     from cstp_cli.data.resolve import resolve_data
     from cstp_cli.plans.sampling import PairSampler, epoch_order, plan_rng, plan_to_json
 
+    from cstp_cli.core.fsutil import check_output_file
+
+    for path, flag in ((out, "-o"), (png, "--png")):
+        if path is not None:
+            check_output_file(path, flag)  # a real write test, before opening or building a cache
     sets = list(set_ or [])
     if data is None and frames is None:
         frames, sets = _builtin_defaults(sets)

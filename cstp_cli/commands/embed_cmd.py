@@ -57,7 +57,12 @@ def write_embeddings(path: Path, features: np.ndarray, labels: np.ndarray, paths
         buf = io.BytesIO()
         np.savez(buf, features=features.astype(np.float32), labels=labels.astype(np.int64), videos=videos.astype(np.int64),
                  paths=np.array(paths, dtype=str), attrs=np.array(json.dumps(attrs)))
-        return atomic_write_bytes(path, buf.getvalue())
+        try:
+            return atomic_write_bytes(path, buf.getvalue())
+        except OSError as exc:  # full disk: no temporary file stays, an old file is kept
+            from cstp_cli.core.safewrite import write_failure
+
+            raise CstpError(f"cannot write features {path}: {write_failure(exc)}; free space or choose another -o") from None
     raise UsageError(f"-o must end in .h5 or .npz, got {path.name!r}")
 
 
@@ -94,6 +99,9 @@ def embed(
     dest = Path(output)
     if dest.suffix.lower() not in (".h5", ".hdf5", ".npz"):
         raise UsageError(f"-o must end in .h5 or .npz, got {dest.name!r}")
+    from cstp_cli.core.fsutil import check_output_file
+
+    check_output_file(dest, "-o")  # a real write test, before loading the encoder or decoding
     ctx = ddp.init_distributed(s["device"] or "auto")  # torchrun: one rank per GPU; else one process
     dev = ctx.device
     encoder, _module, info = feature_encoder(checkpoint, None, onnx, s["backbone"], s["width"], dev)

@@ -122,6 +122,9 @@ def retrieve(
     s = load_settings("retrieve", RETRIEVE_DEFAULTS, preset, config, flags)
     if s["layer"] not in ("pooled", "conv5"):
         raise UsageError(f"--layer must be pooled or conv5, got {s['layer']!r}")
+    from cstp_cli.core.fsutil import check_output_dir
+
+    dest = check_output_dir(Path(s["out"]) if s["out"] else default_out("retrieve", checkpoint, onnx), "--out")  # before any work
     ctx = ddp.init_distributed(s["device"] or "auto")  # torchrun: one rank per GPU; else one process
     dev = ctx.device
     encoder, module, info = feature_encoder(checkpoint, init, onnx, s["backbone"], s["width"], dev, int(s["seed"]))
@@ -154,7 +157,6 @@ def retrieve(
     recalls, scores, top = ev.retrieval_report(feats["queries"], feats["gallery"], q_labels, g_labels,
                                                device=dev if str(dev).startswith("cuda") else "cpu")
     typer.echo(format_table([{"split": str(fold), **recalls}], ("split", *recalls)))
-    dest = Path(s["out"]) if s["out"] else default_out("retrieve", checkpoint, onnx)
     switches = {"split": fold, "stride": int(s["stride"]), "clips": int(s["clips"]), "frames": T, "clip_size": S,
                 "layer": s["layer"], "clip_l2": bool(s["clip_l2"]), "bn_reestimate": bool(reest),
                 "frame_wh": [int(v) for v in reader.frame_wh], "similarity": "cosine"}

@@ -52,3 +52,15 @@ def test_unknown_option_is_a_usage_error_of_one_line(tiny_cache, capsys):
         main(["data", "pairs", str(tiny_cache), "-n", "2", "--set", "stor.bogus=1"])
     err = capsys.readouterr().err.strip()
     assert exit_.value.code == 2 and "bogus" in err and "candidates" in err and len(err.splitlines()) == 1
+
+
+def test_output_under_a_file_is_one_usage_line_before_opening_data(tmp_path, monkeypatch, capsys):
+    from cstp_cli.data import resolve
+
+    monkeypatch.setattr(resolve, "resolve_data", lambda *a, **k: pytest.fail("opened the data before checking -o"))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit) as done:
+        main(["data", "pairs", "no-such-data", "-o", str(blocker / "pairs.jsonl")])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and err.count("\n") == 1 and "a-file is a file, not a folder; choose another -o" in err
