@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -51,7 +51,9 @@ class BuildResult:
     """Outcome of :func:`build_cache`.
 
     ``path`` is the cache file, or ``None`` when no video could be cached; ``failed`` holds
-    ``(relative path, reason)`` pairs; ``warnings`` one line per partially decodable video.
+    ``(relative path, reason)`` pairs; ``warnings`` one line per partially decodable video;
+    ``skipped`` the other files under the dataset root that are not its videos, ``(relative
+    path, reason)`` (:mod:`cstp_cli.data.inventory`).
     """
 
     path: Path | None
@@ -59,6 +61,7 @@ class BuildResult:
     failed: list[tuple[str, str]]
     warnings: list[str]
     reused: bool = False
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _load_index(data_root: Path) -> Any:
@@ -173,7 +176,7 @@ def build_cache(
             with contextlib.suppress(CacheError):
                 reader = CacheReader(out, size=size)
                 if reader.attrs.get("source_key") == key and (reader.attrs.get("fps") or None) == fps:
-                    return BuildResult(out, reader.num_videos, reader.failures, [], reused=True)
+                    return BuildResult(out, reader.num_videos, reader.failures, [], reused=True, skipped=reader.skipped)
         return _build_locked(index, out, size, workers, compression, fps, timeout, progress, decode, key, shard_videos, shard_bytes)
 
 
@@ -244,9 +247,10 @@ def _build_locked(index, out, size, workers, compression, fps, timeout, progress
     failures = [(str(index.videos[i].rel), failed[i]) for i in sorted(failed)]
     warnings = [str(w) for w in getattr(index, "warnings", None) or []]
     warnings += [f"{index.videos[i].rel}: {w}" for i in sorted(done) for w in done[i].warnings]
+    skipped = [(str(p), str(why)) for p, why in getattr(index, "skipped", None) or []]
     if not done:
         shutil.rmtree(folder, ignore_errors=True)
-        return BuildResult(None, 0, failures, warnings)
+        return BuildResult(None, 0, failures, warnings, skipped=skipped)
     try:
         _assemble(out, index, done, failed, size, fps, compression, key)
     except (OSError, RuntimeError) as exc:  # h5py raises either on a failed write
@@ -255,7 +259,7 @@ def _build_locked(index, out, size, workers, compression, fps, timeout, progress
             "(finished shards are kept), or choose another file with -o"
         ) from None
     shutil.rmtree(folder, ignore_errors=True)
-    return BuildResult(out, len(done), failures, warnings)
+    return BuildResult(out, len(done), failures, warnings, skipped=skipped)
 
 
 def _assemble(out: Path, index: Any, done: dict[int, ShardVideo], failed: dict[int, str], size, fps, compression: str, key: str) -> None:
@@ -296,6 +300,9 @@ def _assemble(out: Path, index: Any, done: dict[int, ShardVideo], failed: dict[i
             fl = f.create_group("failures")
             fl.create_dataset("path", data=strings(index.videos[i].rel for i in sorted(failed)), dtype=STR)
             fl.create_dataset("reason", data=strings(failed[i] for i in sorted(failed)), dtype=STR)
+            sk = f.create_group("skipped")  # other files under the root, not videos of the dataset
+            sk.create_dataset("path", data=strings(p for p, _ in getattr(index, "skipped", None) or []), dtype=STR)
+            sk.create_dataset("reason", data=strings(r for _, r in getattr(index, "skipped", None) or []), dtype=STR)
             f.attrs.update(
                 {
                     "format": FORMAT,

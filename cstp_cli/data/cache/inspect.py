@@ -44,6 +44,7 @@ def cache_info(path: str | os.PathLike) -> dict[str, Any]:
         },
         "versions": json.loads(versions) if isinstance(versions, str) else versions,
         "failures": [{"path": p, "reason": why} for p, why in r.failures],
+        "skipped": [{"path": p, "reason": why} for p, why in r.skipped],
     }
 
 

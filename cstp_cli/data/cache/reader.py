@@ -70,6 +70,9 @@ class CacheReader:
         self.failures: list[tuple[str, str]] = list(
             zip(read_strings(f["failures/path"]), read_strings(f["failures/reason"]))
         )
+        self.skipped: list[tuple[str, str]] = (
+            list(zip(read_strings(f["skipped/path"]), read_strings(f["skipped/reason"]))) if "skipped" in f else []
+        )
         self.total_frames = int(f["frames"].shape[0])
 
     # -- metadata
