@@ -174,3 +174,27 @@ def test_ctrl_c_says_a_rerun_resumes_and_exits_130(tiny_ucf_root, tmp_path, caps
     monkeypatch.setattr(cache, "build_cache", interrupted)
     code, _, stderr = run(["cache", "build", str(tiny_ucf_root), "-o", str(tmp_path / "x.h5"), "-q"], capsys)
     assert code == 130 and stderr.count("\n") == 1 and "run the same command again to resume" in stderr
+
+
+def test_summary_counts_and_lists_every_file_that_was_not_cached(tiny_video_factory, tmp_path, capsys):
+    tiny_video_factory("data/ok.ts", frames=3, codec="mpeg2video", pix_fmt="yuv420p")
+    data = tmp_path / "data"
+    (data / "readme.txt").write_text("about this data")
+    (data / "broken.avi").write_text("not a video at all\n" * 10)
+    (data / ".DS_Store").write_bytes(b"\0")
+    out = tmp_path / "c.h5"
+    code, stdout, _ = run(["cache", "build", str(data), "-o", str(out), "--workers", "0", "-q"], capsys)
+    assert code == 0, stdout
+    assert "broken.avi: not a video FFmpeg can read" in stdout
+    assert "readme.txt: not a video (text file)" in stdout and ".DS_Store: hidden file" in stdout
+    assert "cached 1 video(s), 3 not cached: 2 not a video, 1 hidden," in stdout
+    code, info, _ = run(["cache", "info", str(out)], capsys)
+    assert "not videos   2 other file(s)" in info and "readme.txt: not a video (text file)" in info
+
+
+def test_undecodable_and_timed_out_are_counted_apart():
+    from cstp_cli.data.inventory import category_counts
+
+    reasons = ["timed out after 2 s (decoder hung); raise --timeout if the file is just long", "no decodable video frame (x)",
+               "decoder process crashed (killed by signal 11)", "no video stream (streams: audio)", "not in the split lists"]
+    assert category_counts(reasons) == {"not a video": 1, "undecodable": 2, "timed out": 1, "not included": 1}
