@@ -98,6 +98,29 @@ class CacheReader:
             raise CacheError(f"{self.path} has no fold {fold} (folds: {known})")
         return np.flatnonzero(self._splits[int(fold)] == SPLIT_CODES[which]).astype(np.int64)
 
+    def clip_warnings(self, frames: int, size: int, stride: int = 1, videos: Sequence[int] | None = None) -> list[str]:
+        """Lines warning that clips of ``frames`` (T) frames taken every ``stride`` frames,
+        ``size``×``size`` pixels (S), ask for more than this cache provides: S larger than
+        the frames' shorter side (clips are upscaled), or videos (of ``videos``, default all)
+        shorter than the T·stride frames a clip spans (their clips repeat frames). Empty
+        when everything fits."""
+        out = []
+        w, h = self.frame_wh
+        if int(size) > min(w, h):
+            out.append(
+                f"clip size {int(size)} is larger than the {format_size(self.frame_wh)} frames of {self.path.name}: "
+                f"clips are upscaled; build a cache with a larger --size or lower the clip size"
+            )
+        span = int(frames) * max(1, int(stride))
+        counts = self.num_frames if videos is None else self.num_frames[np.asarray(videos, dtype=np.int64)]
+        short = int(np.sum(counts < span))
+        if short:
+            out.append(
+                f"{short} of {len(counts)} videos in {self.path.name} have fewer than the {span} frames a clip of "
+                f"T={int(frames)} spans (shortest: {int(counts.min())}); their clips repeat frames — lower T or use longer videos"
+            )
+        return out
+
     # -- frames
     def _open(self) -> tuple[Any, np.ndarray | None]:
         """This process's ``frames`` dataset and, for an uncompressed cache whose chunks lie

@@ -139,3 +139,15 @@ def test_verify_of_a_cache_without_checksums_says_so_without_a_problem(tmp_path)
     notes: list[str] = []
     assert verify_cache(path, check_sources=False, notes=notes) == []
     assert len(notes) == 1 and "no frame checksums" in notes[0]
+
+
+def test_clips_larger_or_longer_than_the_cache_provides_are_warned_about(tmp_path):
+    from cstp_cli.data.cache import CacheReader
+
+    reader = CacheReader(build(tmp_path).path)  # 12x8 frames; videos of 5, 3 and 9 frames
+    assert reader.clip_warnings(frames=3, size=8) == []
+    bigger = reader.clip_warnings(frames=3, size=16)
+    assert len(bigger) == 1 and "clip size 16 is larger than the 12x8 frames" in bigger[0]
+    longer = reader.clip_warnings(frames=4, size=8, stride=2)
+    assert len(longer) == 1 and "2 of 3 videos" in longer[0] and "fewer than the 8 frames" in longer[0]
+    assert reader.clip_warnings(frames=4, size=8, stride=2, videos=[2]) == []
