@@ -73,22 +73,48 @@ def build(
         raise DataError(f"dataset folder {root} does not exist; give a dataset folder")
     if is_cache_file(root):
         raise DataError(f"{root} is already a cache file; give the dataset folder it was built from")
-    result = build_cache(
-        root, out=output, size=wh, workers=workers, compression=(compression or Compression.none).value, fps=fps, timeout=timeout, progress=not quiet,
-        codec=chosen,
-    )
+    try:
+        result = build_cache(
+            root, out=output, size=wh, workers=workers, compression=(compression or Compression.none).value, fps=fps, timeout=timeout, progress=not quiet,
+            codec=chosen,
+        )
+    except KeyboardInterrupt:
+        typer.echo("interrupted: the videos decoded so far are kept; run the same command again to resume", err=True)
+        raise typer.Exit(130) from None
     for line in result.warnings:
         typer.echo(f"warning: {line}", err=True)
+    _report_not_cached(result)
+    if result.path is None:
+        raise CacheError(f"no video of {root} could be decoded ({_not_cached(result)}); no cache was written")
+    typer.echo(f"cached {result.cached} video(s), {_not_cached(result)}, {_mb(result.path.stat().st_size)} -> {result.path}")
+
+
+#: Skipped files listed at most, one per line; the cache stores them all (`cstp cache info`).
+SHOW_SKIPPED = 50
+
+
+def _not_cached(result) -> str:
+    """``"3 not cached: 1 not a video, 1 undecodable, 1 timed out"`` (or ``"0 not cached"``)."""
+    from cstp_cli.data.inventory import category_counts
+
+    counts = category_counts([why for _, why in result.failed + result.skipped])
+    total = len(result.failed) + len(result.skipped)
+    return f"{total} not cached" + (": " + ", ".join(f"{n} {c}" for c, n in counts.items()) if counts else "")
+
+
+def _report_not_cached(result) -> None:
+    """Every file under DATA that was not cached, with its reason (failed videos first)."""
     if result.failed:
         typer.echo(f"{len(result.failed)} video(s) failed:")
         for path, reason in result.failed:
             typer.echo(f"  {path}: {reason}")
-    if result.path is None:
-        raise CacheError(f"no video of {root} could be decoded ({len(result.failed)} failed); no cache was written")
-    typer.echo(
-        f"cached {result.cached} video(s), {len(result.failed)} failed, "
-        f"{_mb(result.path.stat().st_size)} -> {result.path}"
-    )
+    if result.skipped:
+        typer.echo(f"{len(result.skipped)} other file(s) not cached:")
+        show = result.skipped if result.path is None else result.skipped[:SHOW_SKIPPED]
+        for path, reason in show:
+            typer.echo(f"  {path}: {reason}")
+        if len(show) < len(result.skipped):
+            typer.echo(f"  ... and {len(result.skipped) - len(show)} more (`cstp cache info {result.path}` lists them all)")
 
 
 @cache_app.command("info")
@@ -121,6 +147,9 @@ def info(
     typer.echo(f"failures     {len(d['failures'])}")
     for item in d["failures"]:
         typer.echo(f"  {item['path']}: {item['reason']}")
+    typer.echo(f"not videos   {len(d['skipped'])} other file(s) under the source folder")
+    for item in d["skipped"]:
+        typer.echo(f"  {item['path']}: {item['reason']}")
 
 
 @cache_app.command("verify")
@@ -128,11 +157,14 @@ def verify(
     file: Annotated[Path, typer.Argument(help="Cache file (.h5).")],
     no_sources: Annotated[bool, typer.Option("--no-sources", help="Skip comparing source fingerprints.")] = False,
 ) -> None:
-    """Check offsets, shapes and source fingerprints; exit 1 when a problem is found."""
+    """Check offsets, shapes, frame checksums and source fingerprints; exit 1 when a problem is found."""
     from cstp_cli.data.cache import verify_cache
     from cstp_cli.errors import CacheError
 
-    problems = verify_cache(file, check_sources=not no_sources)
+    notes: list[str] = []
+    problems = verify_cache(file, check_sources=not no_sources, notes=notes)
+    for line in notes:
+        typer.echo(f"note: {line}")
     for line in problems:
         typer.echo(f"problem: {line}")
     if problems:

@@ -26,6 +26,7 @@ def export(
     batch: Annotated[int, typer.Option(help="Example batch size traced (parity runs at 1, 3 and 7).")] = 2,
 ) -> None:
     """Export a trained encoder to ONNX, verified against PyTorch with onnxruntime (exit 1 on mismatch)."""
+    from cstp_cli.core.fsutil import check_output_file
     from cstp_cli.deploy import export as ex
     from cstp_cli.errors import UsageError
 
@@ -42,8 +43,10 @@ def export(
         result = ex.check_onnx(target, checkpoint, provider=provider)
         typer.echo(f"checked {checkpoint} against:")
     elif fmt == "state_dict":
+        check_output_file(target, "-o")  # a real write test, before loading anything
         result = ex.export_state_dict(checkpoint, target)
     else:
+        check_output_file(target, "-o")  # a real write test, before loading or tracing anything
         result = ex.export_onnx(checkpoint, target, exporter=exporter, opset=opset, batch=batch, provider=provider)
         typer.echo("exported and verified:")
     for line in result.lines():

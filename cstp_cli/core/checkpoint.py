@@ -25,6 +25,7 @@ from typing import Any, Mapping
 
 from cstp_cli.errors import CheckpointError
 from cstp_cli.core.fsutil import atomic_path
+from cstp_cli.core.safewrite import guarded_open, write_failure
 
 FORMAT = "cstp-checkpoint"
 FORMAT_VERSION = 1
@@ -32,18 +33,24 @@ NORMALISATION = {"scale": 2.0 / 255.0, "offset": -1.0}
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, fsync, then rename into place."""
+    """``torch.save`` to a temporary file beside ``path``, fsync, then rename into place.
+
+    A failed write (full disk: torch reports it as ``RuntimeError``, see
+    :mod:`cstp_cli.core.safewrite`) raises :class:`CheckpointError` (one line); the
+    temporary file is removed and the file at ``path``, if any, is untouched.
+    """
     import torch
 
     path = Path(path)
     try:
         with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
+            with guarded_open(tmp) as fh:
                 torch.save(obj, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-    except OSError as exc:
-        raise CheckpointError(f"cannot write checkpoint {path}: {exc.strerror or exc}; choose a writable --out") from exc
+    except (OSError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"cannot write checkpoint {path}: {write_failure(exc)}; the previous file is kept — "
+            "free space or choose another output folder"
+        ) from exc
     return path
 
 

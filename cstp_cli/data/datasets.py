@@ -26,6 +26,11 @@ Layouts (``kind``; ``"auto"`` detects them in this order):
 * ``unlabelled`` — every video file and frame folder below the root (recursive), label
   -1, all train (fold 1).
 
+A *video file* is any container FFmpeg demuxes (by extension, else by probing the
+content, :mod:`cstp_cli.data.video.formats`). Every other file under the root is listed
+in ``DatasetIndex.skipped`` with its reason (:mod:`cstp_cli.data.inventory`). The
+list-file layouts (UCF-101, HMDB-51, Kinetics, CSV) are read by :mod:`cstp_cli.data.listed`.
+
 A video name of the UCF-101 form ``v_<Class>_gXX_cYY`` gets ``group = "gXX"`` in every
 layout (so validation splits can keep groups together, METHOD §6).
 Errors are :class:`~cstp_cli.errors.DataError` with one line: a missing dataset folder,
@@ -34,7 +39,6 @@ a split file naming a missing video (file, line and video), a malformed list or 
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 import re
@@ -42,16 +46,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cstp_cli.errors import DataError
-from cstp_cli.data.video import VIDEO_EXTENSIONS, is_frame_folder
+from cstp_cli.data.video import has_video_extension, is_frame_folder, why_not_video
 
 KINDS = ("auto", "ucf101", "hmdb51", "kinetics", "csv", "folders", "frames", "unlabelled")
 SPLITS = ("train", "test", "unused")
 
 _GROUP = re.compile(r"^v_.+_(g\d+)_c\d+", re.IGNORECASE)
-_HMDB_SPLIT = re.compile(r"^(?P<cls>.+)_test_split(?P<fold>\d+)\.txt$")
-_KINETICS_COLUMNS = {"label", "youtube_id", "time_start", "time_end"}
-_KINETICS_SPLITS = {"train": "train", "val": "test", "validate": "test", "validation": "test", "test": "unused"}
-_CSV_SPLITS = {"train": "train", "test": "test", "unused": "unused", "val": "test", "validate": "test", "validation": "test"}
 
 
 @dataclass
@@ -70,7 +70,9 @@ class VideoEntry:
 @dataclass
 class DatasetIndex:
     """A dataset: its root, detected ``kind``, class names (index = label), videos sorted by
-    ``rel``, the folds present, and non-fatal ``warnings`` (e.g. skipped Kinetics clips)."""
+    ``rel``, the folds present, non-fatal ``warnings`` (e.g. skipped Kinetics clips) and
+    ``skipped``: every other file under the root with the reason it is not a video of the
+    dataset, ``(rel, reason)`` (:mod:`cstp_cli.data.inventory`)."""
 
     root: Path
     kind: str
@@ -78,6 +80,7 @@ class DatasetIndex:
     videos: list[VideoEntry]
     folds: list[int]
     warnings: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -107,37 +110,47 @@ def load_dataset(root: str | Path, kind: str = "auto") -> DatasetIndex:
     root = root.resolve()
     if kind == "auto":
         kind = detect_kind(root)
+    from cstp_cli.data import listed
+
     adapter = {
-        "ucf101": _load_ucf101,
-        "hmdb51": _load_hmdb51,
-        "kinetics": _load_kinetics,
-        "csv": _load_csv,
+        "ucf101": listed.load_ucf101,
+        "hmdb51": listed.load_hmdb51,
+        "kinetics": listed.load_kinetics,
+        "csv": listed.load_csv,
         "folders": _load_class_folders,
         "frames": _load_class_folders,
         "unlabelled": _load_unlabelled,
     }[kind]
     index = adapter(root)
     index.kind = kind
+    from cstp_cli.data.inventory import skipped_files
+
+    index.skipped = skipped_files(index)
     if not index.videos:
-        raise DataError(f"{root}: no videos found ({kind} layout; extensions {' '.join(VIDEO_EXTENSIONS)} or frame folders)")
+        seen = f"; {len(index.skipped)} file(s) there, none a video (first: {index.skipped[0][0]}: {index.skipped[0][1]})" if index.skipped else ""
+        raise DataError(
+            f"{root}: no videos found ({kind} layout: video files of any container FFmpeg reads, or frame folders{seen})"
+        )
     index.videos.sort(key=lambda v: v.rel)
     return index
 
 
 def detect_kind(root: Path) -> str:
     """The layout of ``root`` (see the module docstring for the order of the checks)."""
+    from cstp_cli.data import listed
+
     if root.is_file():
         if root.suffix.lower() != ".csv":
             raise DataError(f"{root} is a file but not a CSV; pass a dataset folder, a CSV or a cache file")
-        return "kinetics" if _is_kinetics_csv(root) else "csv"
-    if _ucf_list_dir(root) is not None:
+        return "kinetics" if listed.is_kinetics_csv(root) else "csv"
+    if listed.ucf_list_dir(root) is not None:
         return "ucf101"
-    if _hmdb_split_files(root):
+    if listed.hmdb_split_files(root):
         return "hmdb51"
     csvs = sorted(root.glob("*.csv"))
-    if any(_is_kinetics_csv(c) for c in csvs):
+    if any(listed.is_kinetics_csv(c) for c in csvs):
         return "kinetics"
-    if len(csvs) == 1 and _csv_header(csvs[0])[:1] == ["path"]:
+    if len(csvs) == 1 and listed.csv_header(csvs[0])[:1] == ["path"]:
         return "csv"
     subdirs = _subdirs(root)
     if subdirs and not _video_files(root) and all(_class_videos(d) for d in subdirs):
@@ -150,9 +163,16 @@ def detect_kind(root: Path) -> str:
 
 
 def is_video_file(path: Path) -> bool:
-    """Named like a video (a file, a dangling link or a directory with a video extension —
-    the last two are kept so that decoding reports them as failures with a reason)."""
-    return path.suffix.lower() in VIDEO_EXTENSIONS
+    """A video: named like one (any container FFmpeg demuxes; a file, a dangling link or a
+    directory with such an extension — the last two are kept so that decoding reports
+    them as failures with a reason), or a regular file with an extension that says
+    nothing (none, ``.dat``, unknown) whose content FFmpeg reads as a video (probed once,
+    :func:`cstp_cli.data.video.why_not_video`). Hidden files are not videos."""
+    if has_video_extension(path):
+        return True
+    if path.name.startswith(".") or not path.is_file():
+        return False
+    return why_not_video(path) is None
 
 
 def _subdirs(folder: Path) -> list[Path]:
@@ -217,263 +237,6 @@ def _read_lines(path: Path) -> list[tuple[int, str]]:
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror}") from None
     return [(i, line.strip()) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
-
-
-# --------------------------------------------------------------------------- UCF-101
-
-
-def _ucf_list_dir(root: Path) -> Path | None:
-    for candidate in (root / "ucfTrainTestlist", root):
-        if (candidate / "classInd.txt").is_file():
-            return candidate
-    return None
-
-
-def _load_ucf101(root: Path) -> DatasetIndex:
-    lists = _ucf_list_dir(root)
-    if lists is None:
-        raise DataError(f"{root}: no ucfTrainTestlist/classInd.txt; not a UCF-101 layout")
-    classes = _read_class_ind(lists / "classInd.txt")
-    by_name = {c.lower(): i for i, c in enumerate(classes)}
-    folds = sorted(
-        int(m.group(1))
-        for p in lists.glob("trainlist*.txt")
-        if (m := re.fullmatch(r"trainlist0*(\d+)\.txt", p.name)) and (lists / f"testlist{m.group(1).zfill(2)}.txt").is_file()
-    )
-    if not folds:
-        raise DataError(f"{lists}: no pair of trainlist0N.txt / testlist0N.txt; add the split lists")
-    bases = [root] + [root / n for n in ("UCF-101", "UCF101") if (root / n).is_dir()]
-    videos: dict[str, VideoEntry] = {}
-    for fold in folds:
-        for which in ("train", "test"):
-            list_file = lists / f"{which}list{fold:02d}.txt"
-            for lineno, line in _read_lines(list_file):
-                rel, label_text = _ucf_line(line, bases)
-                label = _ucf_label(rel, label_text.strip(), by_name, classes, list_file, lineno)
-                entry = videos.get(rel)
-                if entry is None:
-                    path = _resolve_video(bases, rel)
-                    if path is None:
-                        raise DataError(f"{list_file}:{lineno}: video {rel} not found under {root}")
-                    entry = VideoEntry(path=path, rel=rel, label=label, group=_group(rel), splits={})
-                    videos[rel] = entry
-                entry.splits[fold] = which
-    for entry in videos.values():
-        for fold in folds:
-            entry.splits.setdefault(fold, "unused")
-    return DatasetIndex(root=root, kind="ucf101", classes=classes, videos=list(videos.values()), folds=folds)
-
-
-def _ucf_line(line: str, bases: list[Path]) -> tuple[str, str]:
-    """Split a UCF-101 list line into (relative path, label text); names may hold spaces.
-
-    Train lists end in a class index (``path label``), test lists hold the path alone: the
-    last token is a label only when it is a number and the whole line is not itself a video.
-    """
-    whole = line.replace("\\", "/")
-    head, sep, tail = whole.rpartition(" ")
-    if sep and tail.isdigit() and _resolve_video(bases, whole) is None:
-        return head.rstrip(), tail
-    return whole, ""
-
-
-def _read_class_ind(path: Path) -> list[str]:
-    pairs = []
-    for lineno, line in _read_lines(path):
-        parts = line.split()
-        if len(parts) != 2 or not parts[0].isdigit():
-            raise DataError(f"{path}:{lineno}: expected '<index> <ClassName>', got {line!r}")
-        pairs.append((int(parts[0]), parts[1]))
-    pairs.sort()
-    if [i for i, _ in pairs] != list(range(1, len(pairs) + 1)):
-        raise DataError(f"{path}: class indices must be 1..{len(pairs)} without gaps")
-    return [name for _, name in pairs]
-
-
-def _ucf_label(rel, label_text, by_name, classes, list_file, lineno) -> int:
-    if label_text:
-        if not label_text.isdigit() or not 1 <= int(label_text) <= len(classes):
-            raise DataError(f"{list_file}:{lineno}: label {label_text!r} is not a class index 1..{len(classes)}")
-        return int(label_text) - 1
-    folder = rel.split("/")[0].lower() if "/" in rel else ""
-    if folder in by_name:
-        return by_name[folder]
-    m = re.match(r"v_(.+?)_g\d+", Path(rel).name, re.IGNORECASE)
-    if m and m.group(1).lower() in by_name:
-        return by_name[m.group(1).lower()]
-    raise DataError(f"{list_file}:{lineno}: cannot tell the class of {rel} (no class folder from classInd.txt)")
-
-
-# --------------------------------------------------------------------------- HMDB-51
-
-
-def _hmdb_split_files(root: Path) -> list[Path]:
-    for folder in (root / "testTrainMulti_7030_splits", root):
-        if folder.is_dir():
-            files = sorted(p for p in folder.glob("*_test_split*.txt") if _HMDB_SPLIT.match(p.name))
-            if files:
-                return files
-    return []
-
-
-def _load_hmdb51(root: Path) -> DatasetIndex:
-    files = _hmdb_split_files(root)
-    if not files:
-        raise DataError(f"{root}: no testTrainMulti_7030_splits/*_test_splitN.txt; not an HMDB-51 layout")
-    parsed = [(_HMDB_SPLIT.match(p.name), p) for p in files]
-    classes = sorted({m.group("cls") for m, _ in parsed})
-    folds = sorted({int(m.group("fold")) for m, _ in parsed})
-    codes = {"1": "train", "2": "test", "0": "unused"}
-    videos: dict[str, VideoEntry] = {}
-    for m, split_file in parsed:
-        cls, fold = m.group("cls"), int(m.group("fold"))
-        for lineno, line in _read_lines(split_file):
-            parts = line.split()
-            if len(parts) != 2 or parts[1] not in codes:
-                raise DataError(f"{split_file}:{lineno}: expected '<video> 0|1|2', got {line!r}")
-            rel = f"{cls}/{parts[0]}"
-            entry = videos.get(rel)
-            if entry is None:
-                path = _resolve_video([root], rel)
-                if path is None:
-                    raise DataError(f"{split_file}:{lineno}: video {parts[0]} not found in {root / cls}")
-                entry = VideoEntry(path=path, rel=rel, label=classes.index(cls), group=_group(rel), splits={})
-                videos[rel] = entry
-            entry.splits[fold] = codes[parts[1]]
-    for entry in videos.values():
-        for fold in folds:
-            entry.splits.setdefault(fold, "unused")
-    return DatasetIndex(root=root, kind="hmdb51", classes=classes, videos=list(videos.values()), folds=folds)
-
-
-# --------------------------------------------------------------------------- CSV layouts
-
-
-def _csv_header(path: Path) -> list[str]:
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            row = next(csv.reader(fh), [])
-    except OSError:
-        return []
-    return [c.strip().lower() for c in row]
-
-
-def _is_kinetics_csv(path: Path) -> bool:
-    return _KINETICS_COLUMNS <= set(_csv_header(path))
-
-
-def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            rows = [(i, [c.strip() for c in row]) for i, row in enumerate(csv.reader(fh), 1) if any(c.strip() for c in row)]
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror}") from None
-    if not rows:
-        raise DataError(f"{path}: empty CSV")
-    return [c.lower() for c in rows[0][1]], rows
-
-
-def _load_kinetics(root: Path) -> DatasetIndex:
-    csvs = [root] if root.is_file() else [c for c in sorted(root.glob("*.csv")) if _is_kinetics_csv(c)]
-    base = root.parent if root.is_file() else root
-    if not csvs:
-        raise DataError(f"{root}: no CSV with columns label,youtube_id,time_start,time_end[,split]")
-    records = []
-    for csv_path in csvs:
-        header, rows = _read_csv(csv_path)
-        if not _KINETICS_COLUMNS <= set(header):
-            raise DataError(f"{csv_path}: missing Kinetics columns {sorted(_KINETICS_COLUMNS - set(header))}")
-        col = {name: header.index(name) for name in header}
-        default_split = _split_from_name(csv_path.stem)
-        for lineno, row in rows[1:]:
-            try:
-                rec = {name: row[i] if i < len(row) else "" for name, i in col.items()}
-                start, end = int(float(rec["time_start"])), int(float(rec["time_end"]))
-            except (ValueError, KeyError):
-                raise DataError(f"{csv_path}:{lineno}: malformed row {','.join(row)!r}") from None
-            split = rec.get("split") or default_split
-            records.append((csv_path, lineno, rec["label"], rec["youtube_id"], start, end, split))
-    classes = sorted({r[2] for r in records if r[2]})
-    lookup = _kinetics_lookup(base)
-    videos, missing = [], 0
-    for csv_path, lineno, label, yid, start, end, split in records:
-        stem = f"{yid}_{start:06d}_{end:06d}"
-        path = _find_kinetics_clip(lookup, stem, split, label)
-        if path is None:
-            missing += 1
-            continue
-        which = _KINETICS_SPLITS.get(split.lower(), "unused") if split else "train"
-        videos.append(_entry(path, base, classes.index(label) if label else -1, {1: which}))
-    warnings = []
-    if missing:
-        warnings.append(f"{missing} of {len(records)} clips listed in {', '.join(c.name for c in csvs)} not found under {base}; skipped")
-    if not videos:
-        raise DataError(f"{base}: none of the {len(records)} clips listed in {csvs[0].name} was found (names {{youtube_id}}_{{start:06d}}_{{end:06d}}.mp4)")
-    return DatasetIndex(root=base, kind="kinetics", classes=classes, videos=videos, folds=[1], warnings=warnings)
-
-
-def _split_from_name(stem: str) -> str:
-    for token in ("train", "validate", "validation", "val", "test"):
-        if token in stem.lower():
-            return token
-    return ""
-
-
-def _kinetics_lookup(base: Path) -> dict[str, list[Path]]:
-    """Clip stem → paths under ``base`` (any depth up to split/label/clip)."""
-    lookup: dict[str, list[Path]] = {}
-    for path in base.rglob("*"):
-        if is_video_file(path):
-            lookup.setdefault(path.stem, []).append(path)
-    return lookup
-
-
-def _find_kinetics_clip(lookup, stem, split, label) -> Path | None:
-    paths = lookup.get(stem)
-    if not paths:
-        return None
-    if len(paths) > 1:  # prefer <split>/<label>/, then <split>/
-        for p in paths:
-            if p.parent.name == label and p.parent.parent.name == split:
-                return p
-        for p in paths:
-            if p.parent.name in (split, label):
-                return p
-    return sorted(paths)[0]
-
-
-def _load_csv(root: Path) -> DatasetIndex:
-    if root.is_file():
-        csv_path, base = root, root.parent
-    else:
-        found = sorted(root.glob("*.csv"))
-        if len(found) != 1:
-            raise DataError(f"{root}: expected exactly one path,label[,split] CSV, found {len(found)}")
-        csv_path, base = found[0], root
-    header, rows = _read_csv(csv_path)
-    body = rows[1:] if header[:1] == ["path"] else rows
-    items = []
-    for lineno, row in body:
-        if len(row) < 1 or not row[0]:
-            raise DataError(f"{csv_path}:{lineno}: expected path,label[,split]")
-        path = Path(row[0]) if Path(row[0]).is_absolute() else base / row[0]
-        if not os.path.lexists(path):
-            raise DataError(f"{csv_path}:{lineno}: video {row[0]} not found")
-        label = row[1] if len(row) > 1 else ""
-        split = None
-        if len(row) > 2 and row[2]:
-            split = _CSV_SPLITS.get(row[2].lower())
-            if split is None:
-                raise DataError(f"{csv_path}:{lineno}: split {row[2]!r} is not train, test, val or unused")
-        items.append((path, label, split))
-    names = sorted({lab for _, lab, _ in items if lab})
-    if names and all(n.lstrip("-").isdigit() for n in names):
-        names = sorted(names, key=int)
-    entries = [_entry(p, base, names.index(lab) if lab else -1, {}) for p, lab, _ in items]
-    auto = hash_split(_by_label(entries))
-    for entry, (_, _, split) in zip(entries, items):
-        entry.splits[1] = split or ("train" if entry.label < 0 else auto[entry.rel])
-    return DatasetIndex(root=base, kind="csv", classes=names, videos=entries, folds=[1])
 
 
 def _by_label(entries: list[VideoEntry]) -> dict[int, list[str]]:

@@ -169,7 +169,7 @@ def _mp_context() -> Any:
     """forkserver where available (cheap restarts, no inherited threads), else spawn."""
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["cstp_cli.data.decodepool", "cstp_cli.data.video"])
+        ctx.set_forkserver_preload(["cstp_cli.data.decodepool", "cstp_cli.data.video.decode"])
         return ctx
     return multiprocessing.get_context("spawn")
 

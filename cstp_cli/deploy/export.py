@@ -31,6 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from cstp_cli.core.fsutil import atomic_path
+from cstp_cli.core.safewrite import write_failure
 from cstp_cli.errors import CstpError, ExportError
 
 EXPORTERS = ("dynamo", "legacy")
@@ -261,7 +262,8 @@ def trace_onnx(
 
 
 def _save_onnx(proto: Any, path: Path, metadata: dict[str, str]) -> None:
-    """Write ``proto`` with ``metadata`` as ONE file (no external data)."""
+    """Write ``proto`` with ``metadata`` as ONE file (no external data). A failed write
+    (full disk) raises ``OSError``, also where the library reports it as RuntimeError."""
     import onnx
 
     del proto.metadata_props[:]
@@ -271,6 +273,8 @@ def _save_onnx(proto: Any, path: Path, metadata: dict[str, str]) -> None:
         onnx.save_model(proto, str(path), save_as_external_data=False)
     except ValueError as exc:  # > 2 GB protobuf
         raise ExportError(f"the encoder is too large for a single ONNX file ({_first_line(exc)})") from exc
+    except RuntimeError as exc:
+        raise OSError(write_failure(exc)) from exc
 
 
 def _parity_frames(frames: int, min_frames: int) -> int:
@@ -380,7 +384,7 @@ def export_onnx(
             if verify:
                 _verify_export(result, model, tmp, out, spec, frames, size, provider, batches, f"the {exporter} export of {checkpoint_path}")
     except OSError as exc:  # unwritable folder, full disk: the old file (if any) is untouched
-        raise ExportError(f"cannot write {out}: {exc.strerror or exc}; choose a writable -o or free space") from exc
+        raise ExportError(f"cannot write {out}: {write_failure(exc)}; the previous file is kept — free space or choose another -o") from exc
     return result
 
 

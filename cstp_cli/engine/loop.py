@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from contextlib import contextmanager, nullcontext
@@ -83,6 +84,9 @@ def setup(cfg: PretrainSettings, resume_state: dict | None = None, ctx: ddp.Dist
     with ddp.main_first():  # rank 0 builds the cache / synthetic set, the others then reuse it
         cache_path = resolve_data(cfg.data, size=size, workers=cfg.workers or None)
     reader = CacheReader(cache_path)
+    if ctx.is_main:  # a clip larger or longer than the cache provides is allowed, but said
+        for line in reader.clip_warnings(int(cfg.frames), int(cfg.clip_size), videos=reader.split(int(cfg.split), "train")):
+            print(f"warning: {line}", file=sys.stderr)
     frame_wh = tuple(int(v) for v in reader.frame_wh)
     if resume_state is not None:
         checkpointing.check_cache(resume_state, frame_wh, cache_path)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from cstp_cli.core.fsutil import check_output_file
 from cstp_cli.errors import CstpError, UsageError
 from cstp_cli.evaluation.settings import EmbedSettings
 from cstp_cli.evaluation.sources import EncoderSource
@@ -60,7 +61,12 @@ def write_embeddings(path: Path, features: np.ndarray, labels: np.ndarray, paths
     buf = io.BytesIO()
     np.savez(buf, features=features.astype(np.float32), labels=labels.astype(np.int64), videos=videos.astype(np.int64),
              paths=np.array(paths, dtype=str), attrs=np.array(json.dumps(attrs)))
-    return atomic_write_bytes(path, buf.getvalue())
+    try:
+        return atomic_write_bytes(path, buf.getvalue())
+    except OSError as exc:  # full disk: no temporary file stays, an old file is kept
+        from cstp_cli.core.safewrite import write_failure
+
+        raise CstpError(f"cannot write features {path}: {write_failure(exc)}; free space or choose another -o") from None
 
 
 def run_embedding(
@@ -85,6 +91,7 @@ def run_embedding(
     if encoder.checkpoint is None and encoder.onnx is None:
         raise UsageError("pass --onnx model.onnx or --checkpoint CKPT")
     dest = check_features_path(output)
+    check_output_file(dest, "-o")  # a real write test, before loading the encoder or decoding
     ctx = ddp.init_distributed(s.device or "auto")  # torchrun: one rank per GPU; else one process
     dev = ctx.device
     enc, _module, info = feature_encoder(encoder, s.backbone, s.width, dev)

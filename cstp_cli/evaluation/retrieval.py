@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from cstp_cli.core.fsutil import check_output_dir
 from cstp_cli.evaluation.settings import RetrievalSettings
 from cstp_cli.evaluation.sources import EncoderSource
 
@@ -177,6 +178,7 @@ def run_retrieval(
     settings.validate()  # settings built in Python are checked like layered ones
     s = settings
     encoder.check()
+    dest = check_output_dir(Path(s.out) if s.out else default_out("retrieve", encoder), "--out")  # before any work
     ctx = ddp.init_distributed(s.device or "auto")  # torchrun: one rank per GPU; else one process
     dev = ctx.device
     enc, module, info = feature_encoder(encoder, s.backbone, s.width, dev, int(s.seed))
@@ -209,7 +211,6 @@ def run_retrieval(
         return RetrievalResult(is_main=False)
     recalls, scores, top = retrieval_report(feats["queries"], feats["gallery"], q_labels, g_labels,
                                             device=dev if str(dev).startswith("cuda") else "cpu")
-    dest = Path(s.out) if s.out else default_out("retrieve", encoder)
     switches = {"split": fold, "stride": int(s.stride), "clips": int(s.clips), "frames": T, "clip_size": S,
                 "layer": s.layer, "clip_l2": bool(s.clip_l2), "bn_reestimate": bool(reest),
                 "frame_wh": [int(v) for v in reader.frame_wh], "similarity": "cosine"}

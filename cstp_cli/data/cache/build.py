@@ -14,14 +14,15 @@ import json
 import os
 import shutil
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import h5py
 import numpy as np
 
-from cstp_cli.core.fsutil import atomic_path, atomic_write_text
+from cstp_cli.core.fsutil import atomic_path, atomic_write_text, check_output_file
+from cstp_cli.core.safewrite import write_failure
 from cstp_cli.core.progress import Progress
 from cstp_cli.data.cache.layout import (
     CHUNK_FRAMES,
@@ -34,10 +35,12 @@ from cstp_cli.data.cache.layout import (
     contiguous_offset,
     create_frames,
     format_version_for,
+    guarded_h5,
     library_versions,
     strings,
 )
 from cstp_cli.data.cache import jpegstore
+from cstp_cli.data.cache.checksum import CHECKSUM, frames_digest
 from cstp_cli.data.cache.codec import RAW, Codec, encoder_for, parse_codec
 from cstp_cli.data.cache.naming import index_key
 from cstp_cli.data.cache.reader import CacheReader
@@ -50,7 +53,9 @@ class BuildResult:
     """Outcome of :func:`build_cache`.
 
     ``path`` is the cache file, or ``None`` when no video could be cached; ``failed`` holds
-    ``(relative path, reason)`` pairs; ``warnings`` one line per partially decodable video.
+    ``(relative path, reason)`` pairs; ``warnings`` one line per partially decodable video;
+    ``skipped`` the other files under the dataset root that are not its videos, ``(relative
+    path, reason)`` (:mod:`cstp_cli.data.inventory`).
     """
 
     path: Path | None
@@ -58,6 +63,7 @@ class BuildResult:
     failed: list[tuple[str, str]]
     warnings: list[str]
     reused: bool = False
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _load_index(data_root: Path) -> Any:
@@ -69,28 +75,49 @@ def _load_index(data_root: Path) -> Any:
 @contextlib.contextmanager
 def _build_lock(out: Path):
     """Exclusive lock on ``<out>.lock`` so two processes (e.g. DDP ranks) never build one
-    cache at the same time; the second waits, then finds the finished file."""
+    cache at the same time; the second waits, then finds the finished file.
+
+    The lock file is removed when the holder is done (success, failure or Ctrl+C). A
+    waiter that then holds a lock on the removed file notices (the path no longer names
+    the inode it locked) and locks the path again, so two builders never overlap.
+    """
     lock = out.with_name(out.name + ".lock")
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX
         yield
         return
-    with open(lock, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    while True:
+        fh = open(lock, "a+")  # noqa: SIM115 - closed below
         try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def check_writable(folder: Path) -> None:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                same = os.stat(lock).st_ino == os.fstat(fh.fileno()).st_ino
+            except FileNotFoundError:
+                same = False
+        except BaseException:
+            fh.close()
+            raise
+        if same:
+            break
+        fh.close()
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CacheError(f"cannot create the output folder {folder}: {exc.strerror or exc}; choose another with -o") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise CacheError(f"the output folder {folder} is not writable; choose another with -o")
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            lock.unlink()
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Temporary files a killed build left beside ``out`` (``.<name>.*.tmp`` of
+    :func:`~cstp_cli.core.fsutil.atomic_path`, ``<name>.tmp<pid>`` of older versions).
+    Called under the build lock, when no other process writes ``out``."""
+    for pattern in (f".{out.name}.*.tmp", f"{out.name}.tmp*"):
+        for stale in out.parent.glob(pattern):
+            with contextlib.suppress(OSError):
+                stale.unlink()
 
 
 def build_cache(
@@ -125,8 +152,11 @@ def build_cache(
 
     Every video with at least one decodable frame is cached; undecodable ones are returned
     in ``failed``. When nothing could be cached no file is written and ``path`` is None.
-    Raises :class:`DataError` for a missing dataset, :class:`CacheError` for an unwritable
-    output folder or bad parameters.
+    Raises :class:`DataError` for a missing dataset, :class:`~cstp_cli.errors.UsageError`
+    for an output that is a folder or cannot be written (checked before any decoding),
+    :class:`CacheError` for bad parameters or a failed write (full disk: the finished
+    shards are kept, so a rerun resumes). Ctrl+C writes the finished videos as a shard,
+    then lets ``KeyboardInterrupt`` through; a rerun resumes.
     """
     size = (int(size[0]), int(size[1]))
     if compression not in ("none", "lzf"):
@@ -146,14 +176,15 @@ def build_cache(
 
         out = default_cache_path(index, size=size, fps=fps, codec=codec.spec)
     out = Path(out).expanduser().absolute()
-    check_writable(out.parent)
+    check_output_file(out, "-o")  # a real write test, before the lock file and any decoding
     key = index_key(index, size, fps, codec.spec)
     with _build_lock(out):
+        _remove_stale_temporaries(out)
         if reuse and out.exists():
             with contextlib.suppress(CacheError):
                 reader = CacheReader(out, size=size)
                 if reader.codec == codec and reader.attrs.get("source_key") == key and (reader.attrs.get("fps") or None) == fps:
-                    return BuildResult(out, reader.num_videos, reader.failures, [], reused=True)
+                    return BuildResult(out, reader.num_videos, reader.failures, [], reused=True, skipped=reader.skipped)
         return _build_locked(index, out, size, workers, compression, fps, timeout, progress, decode, key, shard_videos, shard_bytes, codec)
 
 
@@ -191,8 +222,11 @@ def _build_locked(index, out, size, workers, compression, fps, timeout, progress
         if buffer:
             try:
                 write_shard(folder, seq, buffer)
-            except OSError as exc:
-                raise CacheError(f"cannot write a shard in {folder}: {exc.strerror or exc}; free space or choose another folder with -o") from None
+            except (OSError, RuntimeError) as exc:  # h5py raises either on a failed write
+                raise CacheError(
+                    f"cannot write a shard in {folder}: {write_failure(exc)}; free space and rerun to resume, "
+                    "or choose another folder with -o"
+                ) from None
             seq, buffer, buffered_bytes = seq + 1, [], 0
 
     def on_outcome(o: DecodeOutcome) -> None:
@@ -207,11 +241,16 @@ def _build_locked(index, out, size, workers, compression, fps, timeout, progress
     decode = decode or default_decode
     n_workers = min(8, os.cpu_count() or 1) if workers is None else int(workers)
     encode = encoder_for(codec)
-    if jobs:
-        if n_workers <= 0:
-            run_inline(jobs, decode, size, fps, on_outcome, encode)
-        else:
-            DecoderPool(n_workers, decode, size, fps, timeout, encode).run(jobs, on_outcome)
+    try:
+        if jobs:
+            if n_workers <= 0:
+                run_inline(jobs, decode, size, fps, on_outcome, encode)
+            else:
+                DecoderPool(n_workers, decode, size, fps, timeout, encode).run(jobs, on_outcome)
+    except KeyboardInterrupt:
+        bar.close()
+        flush()  # keep the videos decoded so far: a rerun resumes after them
+        raise
     flush()
     bar.close()
 
@@ -219,15 +258,19 @@ def _build_locked(index, out, size, workers, compression, fps, timeout, progress
     failures = [(str(index.videos[i].rel), failed[i]) for i in sorted(failed)]
     warnings = [str(w) for w in getattr(index, "warnings", None) or []]
     warnings += [f"{index.videos[i].rel}: {w}" for i in sorted(done) for w in done[i].warnings]
+    skipped = [(str(p), str(why)) for p, why in getattr(index, "skipped", None) or []]
     if not done:
         shutil.rmtree(folder, ignore_errors=True)
-        return BuildResult(None, 0, failures, warnings)
+        return BuildResult(None, 0, failures, warnings, skipped=skipped)
     try:
         _assemble(out, index, done, failed, size, fps, compression, key, codec)
-    except OSError as exc:
-        raise CacheError(f"cannot write {out}: {exc.strerror or exc}; free space or choose another file with -o (finished shards are kept)") from None
+    except (OSError, RuntimeError) as exc:  # h5py raises either on a failed write
+        raise CacheError(
+            f"cannot write {out}: {write_failure(exc)}; free space and rerun to resume "
+            "(finished shards are kept), or choose another file with -o"
+        ) from None
     shutil.rmtree(folder, ignore_errors=True)
-    return BuildResult(out, len(done), failures, warnings)
+    return BuildResult(out, len(done), failures, warnings, skipped=skipped)
 
 
 def _assemble(out: Path, index: Any, done: dict[int, ShardVideo], failed: dict[int, str], size, fps, compression: str, key: str, codec: Codec = RAW) -> None:
@@ -242,12 +285,13 @@ def _assemble(out: Path, index: Any, done: dict[int, ShardVideo], failed: dict[i
     all_train = not folds
     folds = folds or [1]
     with atomic_path(out) as tmp:
-        with h5py.File(tmp, "w", libver=("v110", "v110")) as f:
+        with guarded_h5(tmp, libver=("v110", "v110")) as f:
             if codec.is_raw:
                 frames = create_frames(f, int(offsets[-1]), size, compression)
-                _copy_frames(frames, [done[i] for i in order], offsets)
-                codec_attrs = {"frames_offset": contiguous_offset(frames)}
-            else:
+                checksums = _copy_frames(frames, [done[i] for i in order], offsets, f.check_writes)
+                codec_attrs = {"frames_offset": contiguous_offset(frames), "checksum": CHECKSUM}
+            else:  # jpeg: verify checks offsets and decodes; no per-video checksum column
+                checksums = None
                 codec_attrs = jpegstore.write_frames(f, [done[i] for i in order], codec)
             g = f.create_group("videos")
             g["offsets"] = offsets
@@ -260,6 +304,8 @@ def _assemble(out: Path, index: Any, done: dict[int, ShardVideo], failed: dict[i
             g["src_mtime_ns"] = np.array([done[i].mtime_ns for i in order], dtype=np.int64)
             g.create_dataset("src_sha1", data=strings(done[i].sha1 for i in order), dtype=STR)
             g.create_dataset("warnings", data=strings(json.dumps(done[i].warnings) for i in order), dtype=STR)
+            if checksums is not None:
+                g.create_dataset("checksum", data=strings(checksums), dtype=STR)
             s = f.create_group("splits")
             for k in folds:
                 s[f"fold{k}"] = np.array(
@@ -270,6 +316,9 @@ def _assemble(out: Path, index: Any, done: dict[int, ShardVideo], failed: dict[i
             fl = f.create_group("failures")
             fl.create_dataset("path", data=strings(index.videos[i].rel for i in sorted(failed)), dtype=STR)
             fl.create_dataset("reason", data=strings(failed[i] for i in sorted(failed)), dtype=STR)
+            sk = f.create_group("skipped")  # other files under the root, not videos of the dataset
+            sk.create_dataset("path", data=strings(p for p, _ in getattr(index, "skipped", None) or []), dtype=STR)
+            sk.create_dataset("reason", data=strings(r for _, r in getattr(index, "skipped", None) or []), dtype=STR)
             f.attrs.update(
                 {
                     "format": FORMAT,
@@ -289,11 +338,16 @@ def _assemble(out: Path, index: Any, done: dict[int, ShardVideo], failed: dict[i
             )
 
 
-def _copy_frames(dst: Any, parts: list[ShardVideo], offsets: np.ndarray, block: int = 256) -> None:
-    """Copy each video's frames from its shard into ``dst`` (a few shard handles kept open)."""
+def _copy_frames(dst: Any, parts: list[ShardVideo], offsets: np.ndarray, check_writes: Callable[[], None] = lambda: None, block: int = 256) -> list[str]:
+    """Copy each video's frames from its shard into ``dst`` (a few shard handles kept open);
+    return each video's checksum of the stored frame bytes (:mod:`.checksum`). A failed
+    write (full disk) stops the copy after the block it hit (``check_writes``, see
+    :func:`.layout.guarded_h5`)."""
     handles: OrderedDict[Path, Any] = OrderedDict()
+    sums: list[str] = []
     try:
         for k, part in enumerate(parts):
+            digest = frames_digest()
             if part.shard not in handles:
                 if len(handles) >= 8:
                     handles.popitem(last=False)[1].close()
@@ -302,7 +356,12 @@ def _copy_frames(dst: Any, parts: list[ShardVideo], offsets: np.ndarray, block: 
             src = handles[part.shard]["frames"]
             for a in range(0, part.nframes, block):
                 b = min(part.nframes, a + block)
-                dst[offsets[k] + a : offsets[k] + b] = src[part.start + a : part.start + b]
+                data = src[part.start + a : part.start + b]
+                dst[offsets[k] + a : offsets[k] + b] = data
+                digest.update(np.ascontiguousarray(data).data)
+                check_writes()
+            sums.append(digest.hexdigest())
     finally:
         for fh in handles.values():
             fh.close()
+    return sums

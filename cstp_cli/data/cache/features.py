@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 
 from cstp_cli.core.fsutil import atomic_path
-from cstp_cli.data.cache.build import check_writable
+from cstp_cli.core.safewrite import guarded_open, write_failure
 from cstp_cli.data.cache.layout import STR, attr, read_strings, strings
 from cstp_cli.errors import CacheError, CstpError
 
@@ -25,22 +25,25 @@ def write_features(
 
     Datasets: ``features float32[V, F]``, ``labels int64[V]``, ``paths`` (UTF-8 strings);
     root attributes: ``format`` = ``"cstp-features"`` and ``attrs`` (JSON-able values;
-    lists and dicts are stored as JSON text).
+    lists and dicts are stored as JSON text). A failed write (full disk, unwritable
+    folder) raises :class:`CacheError` (one line); no temporary file stays and an existing
+    file at ``path`` is untouched.
     """
     path = Path(path)
     features = np.asarray(features, dtype=np.float32)
     labels = np.asarray(labels, dtype=np.int64)
     if features.ndim != 2 or len(labels) != len(features) or len(paths) != len(features):
         raise CstpError(f"features {features.shape}, labels {labels.shape} and {len(paths)} paths do not agree")
-    check_writable(path.parent)
-
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("features", data=features)
-        f.create_dataset("labels", data=labels)
-        f.create_dataset("paths", data=strings(paths), dtype=STR)
-        f.attrs["format"] = FEATURES_FORMAT
-        for key, value in attrs.items():
-            f.attrs[key] = json.dumps(value) if isinstance(value, (list, tuple, dict)) else value
+    try:
+        with atomic_path(path) as tmp, guarded_open(tmp) as fh, h5py.File(fh, "w") as f:
+            f.create_dataset("features", data=features)
+            f.create_dataset("labels", data=labels)
+            f.create_dataset("paths", data=strings(paths), dtype=STR)
+            f.attrs["format"] = FEATURES_FORMAT
+            for key, value in attrs.items():
+                f.attrs[key] = json.dumps(value) if isinstance(value, (list, tuple, dict)) else value
+    except (OSError, RuntimeError) as exc:  # h5py raises either on a failed write
+        raise CacheError(f"cannot write features {path}: {write_failure(exc)}; free space or choose another -o") from None
     return path
 
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from cstp_cli.core.options import format_size
 from cstp_cli.data.cache import jpegstore
+from cstp_cli.data.cache.checksum import stored_checksum
 from cstp_cli.data.cache.layout import contiguous_offset, read_strings
 from cstp_cli.data.cache.reader import CacheReader
 from cstp_cli.data.decodepool import source_fingerprint
@@ -45,6 +46,7 @@ def cache_info(path: str | os.PathLike) -> dict[str, Any]:
         "codec": codec_summary(r),
         "versions": json.loads(versions) if isinstance(versions, str) else versions,
         "failures": [{"path": p, "reason": why} for p, why in r.failures],
+        "skipped": [{"path": p, "reason": why} for p, why in r.skipped],
     }
 
 
@@ -68,18 +70,20 @@ def codec_summary(r: CacheReader) -> dict[str, Any]:
         "psnr_sample_values": int(r.attrs.get("jpeg_psnr_values", 0)),
         "subsampling": r.attrs.get("jpeg_subsampling"),
     }
-
-
-def verify_cache(path: str | os.PathLike, check_sources: bool = True) -> list[str]:
+def verify_cache(path: str | os.PathLike, check_sources: bool = True, notes: list[str] | None = None) -> list[str]:
     """Problems of a cache, one line each (empty when sound): offsets monotone, starting
     at 0 and matching the ``frames`` length; table lengths and shapes; labels and split
-    codes in range; the first and last frame readable; source fingerprints (size and
-    SHA-1) against the current files where they still exist."""
+    codes in range; the first and last frame readable; each video's checksum of its
+    stored frames (:mod:`.checksum`); source fingerprints (size and SHA-1) against the
+    current files where they still exist. ``notes`` (when given) receives lines that are
+    not problems, e.g. that an older cache has no checksums to check."""
     r = CacheReader(path)
     problems: list[str] = []
     w, h = r.frame_wh
     with h5py.File(r.path, "r") as f:
         if not r.codec.is_raw:
+            if notes is not None:
+                notes.append("jpeg cache: frames checked by their offsets and by decoding the first and last frame (no per-video checksum)")
             return _verify_tables(r, f, r.total_frames, jpegstore.verify(f, r.total_frames, (h, w)), check_sources)
         frames = f["frames"]
         off = r.offsets
@@ -111,6 +115,8 @@ def verify_cache(path: str | os.PathLike, check_sources: bool = True) -> list[st
                 frames[0], frames[frames.shape[0] - 1]
         except OSError as exc:
             problems.append(f"frames cannot be read ({exc}); the file is truncated or damaged")
+        if not problems:
+            problems += _check_checksums(r, f, notes if notes is not None else [])
         if check_sources and not problems:
             problems += _check_sources(r, f)
     return problems
@@ -137,6 +143,26 @@ def _verify_tables(r: CacheReader, f: Any, total: int, problems: list[str], chec
     if check_sources and not problems:
         problems += _check_sources(r, f)
     return problems
+
+
+def _check_checksums(r: CacheReader, f: Any, notes: list[str]) -> list[str]:
+    if "checksum" not in f["videos"]:
+        notes.append("no frame checksums stored (built by an older cstp); frames not checked — rebuild to add them")
+        return []
+    sums = read_strings(f["videos/checksum"])
+    if len(sums) != r.num_videos:
+        return [f"videos/checksum has {len(sums)} rows, expected {r.num_videos}"]
+    out = []
+    off = r.offsets
+    for i, expected in enumerate(sums):
+        try:
+            got = stored_checksum(f["frames"], int(off[i]), int(off[i + 1]))
+        except OSError as exc:
+            out.append(f"{r.paths[i]}: frames cannot be read ({exc}); the file is damaged")
+            continue
+        if got != expected:
+            out.append(f"{r.paths[i]}: stored frames do not match their checksum (damaged); rebuild the cache")
+    return out
 
 
 def _check_sources(r: CacheReader, f: Any) -> list[str]:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import h5py
 import numpy as np
+
+from cstp_cli.core.safewrite import guarded_open
 
 #: Value of the root attribute ``format``; a file without it is not a cstp cache.
 FORMAT = "cstp-cache"
@@ -113,6 +116,24 @@ def attr(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     return value
+
+
+@contextmanager
+def guarded_h5(path: str | os.PathLike, remove_on_error: bool = False, **kwargs: Any) -> Iterator[Any]:
+    """``h5py.File(path, "w", **kwargs)`` written through a
+    :class:`~cstp_cli.core.safewrite.GuardedFile`: a failed write (full disk) raises
+    ``OSError`` after HDF5 has closed the file, instead of crashing the process (HDF5 2.0
+    segfaults on flush/close after a failed write). ``remove_on_error`` deletes ``path``
+    when the block fails (callers under ``atomic_path`` need not). The yielded file has
+    ``f.check_writes()``: raise the first failed write now (for long write loops)."""
+    try:
+        with guarded_open(path) as fh, h5py.File(fh, "w", **kwargs) as f:
+            f.check_writes = fh.check
+            yield f
+    except BaseException:
+        if remove_on_error:
+            Path(path).unlink(missing_ok=True)
+        raise
 
 
 def create_frames(f: Any, n: int, size: tuple[int, int], compression: str) -> Any:

@@ -83,6 +83,9 @@ class CacheReader:
         self.failures: list[tuple[str, str]] = list(
             zip(read_strings(f["failures/path"]), read_strings(f["failures/reason"]))
         )
+        self.skipped: list[tuple[str, str]] = (
+            list(zip(read_strings(f["skipped/path"]), read_strings(f["skipped/reason"]))) if "skipped" in f else []
+        )
         self.total_frames = int(f["frames"].shape[0]) if self.codec.is_raw else jpegstore.frame_count(f)
 
     # -- metadata
@@ -107,6 +110,29 @@ class CacheReader:
             known = ", ".join(map(str, self.folds)) or "none"
             raise CacheError(f"{self.path} has no fold {fold} (folds: {known})")
         return np.flatnonzero(self._splits[int(fold)] == SPLIT_CODES[which]).astype(np.int64)
+
+    def clip_warnings(self, frames: int, size: int, stride: int = 1, videos: Sequence[int] | None = None) -> list[str]:
+        """Lines warning that clips of ``frames`` (T) frames taken every ``stride`` frames,
+        ``size``×``size`` pixels (S), ask for more than this cache provides: S larger than
+        the frames' shorter side (clips are upscaled), or videos (of ``videos``, default all)
+        shorter than the T·stride frames a clip spans (their clips repeat frames). Empty
+        when everything fits."""
+        out = []
+        w, h = self.frame_wh
+        if int(size) > min(w, h):
+            out.append(
+                f"clip size {int(size)} is larger than the {format_size(self.frame_wh)} frames of {self.path.name}: "
+                f"clips are upscaled; build a cache with a larger --size or lower the clip size"
+            )
+        span = int(frames) * max(1, int(stride))
+        counts = self.num_frames if videos is None else self.num_frames[np.asarray(videos, dtype=np.int64)]
+        short = int(np.sum(counts < span))
+        if short:
+            out.append(
+                f"{short} of {len(counts)} videos in {self.path.name} have fewer than the {span} frames a clip of "
+                f"T={int(frames)} spans (shortest: {int(counts.min())}); their clips repeat frames — lower T or use longer videos"
+            )
+        return out
 
     # -- frames
     def _open(self) -> tuple[Any, np.ndarray | None]:

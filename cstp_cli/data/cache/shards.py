@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 
 from cstp_cli.data.cache.jpegstore import shard_frame_count, write_encoded
-from cstp_cli.data.cache.layout import STR, read_strings, strings
+from cstp_cli.data.cache.layout import STR, guarded_h5, read_strings, strings
 from cstp_cli.data.decodepool import DecodeOutcome
 
 def shard_dir_for(out: Path) -> Path:
@@ -26,12 +26,14 @@ def shard_dir_for(out: Path) -> Path:
 
 
 def write_shard(folder: Path, seq: int, outcomes: list[DecodeOutcome]) -> Path:
-    """Write a batch of outcomes as ``shard-<seq>.h5`` (temporary name, then rename)."""
+    """Write a batch of outcomes as ``shard-<seq>.h5`` (temporary name, then rename).
+
+    A failed write (full disk) raises ``OSError`` and leaves no temporary shard."""
     final = folder / f"shard-{seq:05d}.h5"
     tmp = folder / f"shard-{seq:05d}.h5.tmp"
     ok = sorted((o for o in outcomes if o.reason is None), key=lambda o: o.index)
     bad = sorted((o for o in outcomes if o.reason is not None), key=lambda o: o.index)
-    with h5py.File(tmp, "w") as f:
+    with guarded_h5(tmp, remove_on_error=True) as f:
         if ok and ok[0].encoded is not None:
             write_encoded(f, [o.encoded for o in ok])
         elif ok:

@@ -104,11 +104,31 @@ def test_missing_dataset_folder_is_one_line_and_exit_1(tmp_path, capsys):
     assert code == 1 and stderr.count("\n") == 1 and "does not exist" in stderr
 
 
-def test_unwritable_output_folder_is_one_line_and_exit_1(tiny_ucf_root, tmp_path, capsys):
+def test_output_under_a_file_is_one_usage_line_before_any_decoding(tiny_ucf_root, tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     code, _, stderr = run(["cache", "build", str(tiny_ucf_root), "-o", str(blocker / "sub" / "x.h5"), "-q"], capsys)
-    assert code == 1 and stderr.count("\n") == 1 and "cannot create the output folder" in stderr
+    assert code == 2 and stderr.count("\n") == 1 and "cannot write to the folder" in stderr and "-o" in stderr
+
+
+def test_output_that_is_a_folder_is_one_usage_line_and_leaves_no_lock(tiny_ucf_root, tmp_path, capsys):
+    folder = tmp_path / "out.h5"
+    folder.mkdir()
+    code, _, stderr = run(["cache", "build", str(tiny_ucf_root), "-o", str(folder), "-q"], capsys)
+    assert code == 2 and stderr.count("\n") == 1 and "is a folder" in stderr
+    assert not list(tmp_path.glob("*.lock")) and list(folder.iterdir()) == []
+
+
+def test_unwritable_output_folder_is_found_by_a_real_write_test(tiny_ucf_root, tmp_path, capsys, monkeypatch):
+    from cstp_cli.core import fsutil
+
+    def read_only(folder):  # what a read-only mount does even for root, for whom os.access says yes
+        raise PermissionError(13, "Read-only file system")
+
+    monkeypatch.setattr(fsutil, "_probe_write", read_only)
+    code, _, stderr = run(["cache", "build", str(tiny_ucf_root), "-o", str(tmp_path / "x.h5"), "-q"], capsys)
+    assert code == 2 and stderr.count("\n") == 1 and "Read-only file system" in stderr
+    assert not (tmp_path / "x.h5").exists() and not list(tmp_path.glob("x.h5*"))
 
 
 def test_build_where_nothing_decodes_lists_failures_and_exits_1(broken_videos, tmp_path, capsys):
@@ -143,3 +163,38 @@ def test_split_file_naming_a_missing_video_is_one_line_and_exit_1(tiny_ucf_root,
     code, _, stderr = run(["cache", "build", str(tiny_ucf_root), "-o", str(tmp_path / "x.h5"), "-q"], capsys)
     assert code == 1 and stderr.count("\n") == 1 and "v_Jump_g09_c01.avi not found" in stderr
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_ctrl_c_says_a_rerun_resumes_and_exits_130(tiny_ucf_root, tmp_path, capsys, monkeypatch):
+    from cstp_cli.data import cache
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cache, "build_cache", interrupted)
+    code, _, stderr = run(["cache", "build", str(tiny_ucf_root), "-o", str(tmp_path / "x.h5"), "-q"], capsys)
+    assert code == 130 and stderr.count("\n") == 1 and "run the same command again to resume" in stderr
+
+
+def test_summary_counts_and_lists_every_file_that_was_not_cached(tiny_video_factory, tmp_path, capsys):
+    tiny_video_factory("data/ok.ts", frames=3, codec="mpeg2video", pix_fmt="yuv420p")
+    data = tmp_path / "data"
+    (data / "readme.txt").write_text("about this data")
+    (data / "broken.avi").write_text("not a video at all\n" * 10)
+    (data / ".DS_Store").write_bytes(b"\0")
+    out = tmp_path / "c.h5"
+    code, stdout, _ = run(["cache", "build", str(data), "-o", str(out), "--workers", "0", "-q"], capsys)
+    assert code == 0, stdout
+    assert "broken.avi: not a video FFmpeg can read" in stdout
+    assert "readme.txt: not a video (text file)" in stdout and ".DS_Store: hidden file" in stdout
+    assert "cached 1 video(s), 3 not cached: 2 not a video, 1 hidden," in stdout
+    code, info, _ = run(["cache", "info", str(out)], capsys)
+    assert "not videos   2 other file(s)" in info and "readme.txt: not a video (text file)" in info
+
+
+def test_undecodable_and_timed_out_are_counted_apart():
+    from cstp_cli.data.inventory import category_counts
+
+    reasons = ["timed out after 2 s (decoder hung); raise --timeout if the file is just long", "no decodable video frame (x)",
+               "decoder process crashed (killed by signal 11)", "no video stream (streams: audio)", "not in the split lists"]
+    assert category_counts(reasons) == {"not a video": 1, "undecodable": 2, "timed out": 1, "not included": 1}

@@ -68,3 +68,15 @@ def test_unwritable_out_is_refused_before_any_plan(tiny_cache, tmp_path):
     blocker.write_text("x")
     result = run(tiny_cache, "-n", 5, "-o", blocker / "pairs.jsonl")
     assert result.exit_code != 0 and "plans" not in result.output
+
+
+def test_output_under_a_file_is_one_usage_line_before_opening_data(tmp_path, monkeypatch, capsys):
+    from cstp_cli.data import resolve
+
+    monkeypatch.setattr(resolve, "resolve_data", lambda *a, **k: pytest.fail("opened the data before checking -o"))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit) as done:
+        main(["data", "pairs", "no-such-data", "-o", str(blocker / "pairs.jsonl")])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and err.count("\n") == 1 and "a-file is a file, not a folder; choose another -o" in err

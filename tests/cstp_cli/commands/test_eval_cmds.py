@@ -122,3 +122,52 @@ def test_an_unknown_setting_in_a_config_is_refused(tmp_path, toy_eval_cache, cap
     cfg.write_text("[retrieve]\nstrid = 2\n")
     code, _, err = run(["retrieve", str(toy_eval_cache), *RANDOM, *TOY, "--config", str(cfg)], capsys)
     assert code == 2 and "strid" in err and err.count("\n") == 1
+
+
+def test_retrieve_out_that_is_a_file_is_one_usage_line_before_any_work(tmp_path, capsys, monkeypatch):
+    from cstp_cli.commands import retrieve_cmd
+
+    monkeypatch.setattr(retrieve_cmd, "feature_encoder", lambda *a, **k: pytest.fail("built the encoder before checking --out"))
+    blocker = tmp_path / "report"
+    blocker.write_text("")
+    code, _, err = run(["retrieve", "no-such-data", *RANDOM, "--out", str(blocker)], capsys)
+    assert code == 2 and err.count("\n") == 1 and "is a file, not a folder; choose another --out" in err
+
+
+def test_embed_output_that_is_a_folder_is_one_usage_line_before_any_work(tmp_path, capsys, monkeypatch):
+    from cstp_cli.commands import embed_cmd
+
+    monkeypatch.setattr(embed_cmd, "feature_encoder", lambda *a, **k: pytest.fail("built the encoder before checking -o"))
+    (tmp_path / "f.h5").mkdir()
+    code, _, err = run(["embed", "no-such-data", "--checkpoint", "x.pt", "-o", str(tmp_path / "f.h5")], capsys)
+    assert code == 2 and err.count("\n") == 1 and "is a folder; -o expects a file name" in err
+
+
+@pytest.mark.parametrize("name", ["f.npz", "f.h5"])
+def test_embeddings_on_a_full_disk_are_one_line_and_keep_the_old_file(tmp_path, monkeypatch, name):
+    import errno
+
+    from cstp_cli.commands.embed_cmd import write_embeddings
+    from cstp_cli.core import safewrite
+    from cstp_cli.errors import CstpError
+
+    path = tmp_path / name
+    args = (np.ones((2, 3), np.float32), np.zeros(2, np.int64), ["a", "b"], np.arange(2), {})
+    write_embeddings(path, *args)
+    old = path.read_bytes()
+
+    class FullDisk:
+        def __init__(self, p):
+            self._f = open(p, "w+b")
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, attr):
+            return getattr(self._f, attr)
+
+    monkeypatch.setattr(safewrite.GuardedFile, "_open", staticmethod(FullDisk))
+    monkeypatch.setattr("os.fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device")))
+    with pytest.raises(CstpError, match="cannot write features .*no space left on the device"):
+        write_embeddings(path, *args)
+    assert path.read_bytes() == old and [p.name for p in tmp_path.iterdir()] == [name]

@@ -182,3 +182,9 @@ def test_help_shows_the_defaults_a_bare_run_really_uses():
     assert f"(default: 60; bare run, preset cpu-synthetic: {bare['batch_size']})" in text
     assert f"(default: r21d; bare run, preset cpu-synthetic: {bare['backbone']})" in text
     assert "--momentum" in text and "(default: 0.9)" in text  # every setting is a flag, with its declared default
+
+
+def test_a_clip_larger_than_the_cache_frames_is_warned_about(cache, tmp_path, capsys):
+    argv = [a if a != "32" else "48" for a in TINY]  # --clip-size 48 on 40x32 frames
+    code, err = _main(["pretrain", str(cache), "--epochs", "1", "--out", str(tmp_path / "run"), *argv], capsys)
+    assert code in (0, None) and err.count("warning: clip size 48 is larger than the 40x32 frames") == 1

@@ -48,3 +48,36 @@ def test_cli_names_the_checkpoint_file_when_weights_do_not_fit(tmp_path, capsys)
         main(["export", str(path), "-o", str(tmp_path / "enc.onnx")])
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_.value.code == 1 and len(err) == 1 and str(path) in err[0] and "do not fit backbone cnn4" in err[0]
+
+
+def test_torch_write_failure_is_one_line_and_keeps_the_old_checkpoint(tmp_path, monkeypatch):
+    path = atomic_save({"a": torch.zeros(2)}, tmp_path / "c.pt")
+
+    def full_disk(*a, **k):  # what torch.save raises on ENOSPC
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(CheckpointError, match="cannot write checkpoint .*c.pt: the write failed .*previous file is kept"):
+        atomic_save({"a": torch.zeros(9)}, path)
+    assert torch.load(path)["a"].shape == (2,) and [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_enospc_under_torch_save_is_named_as_a_full_disk(tmp_path, monkeypatch):
+    import errno
+
+    from cstp_cli.core import safewrite
+
+    class FullDisk:  # a real file whose writes fail as on a full disk
+        def __init__(self, path):
+            self._f = open(path, "w+b")
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self._f, name)
+
+    monkeypatch.setattr(safewrite.GuardedFile, "_open", staticmethod(FullDisk))
+    with pytest.raises(CheckpointError, match="cannot write checkpoint .*: no space left on the device"):
+        atomic_save({"a": torch.zeros(1000)}, tmp_path / "c.pt")
+    assert list(tmp_path.iterdir()) == []

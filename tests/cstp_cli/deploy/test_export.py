@@ -194,3 +194,41 @@ def test_result_lines_report_parity_and_provider(exported):
     text = "\n".join(exported[2].lines())
     assert "parity batch 3" in text and "provider: CPUExecutionProvider" in text
     assert json.loads(exported[2].metadata["clip_shape"]) == [3, FRAMES, SIZE, SIZE]
+
+
+def test_full_disk_while_saving_onnx_is_one_line_and_keeps_the_previous_file(exported, tmp_path, monkeypatch):
+    import errno
+
+    ckpt, good, _ = exported
+    out = tmp_path / "m.onnx"
+    out.write_bytes(good.read_bytes())
+
+    def full_disk(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(onnx, "save_model", full_disk)
+    with pytest.raises(ExportError, match="cannot write .*m.onnx: no space left on the device; the previous file is kept"):
+        ex.export_onnx(ckpt, out, exporter="legacy", verify=False)
+    assert out.read_bytes() == good.read_bytes() and sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_full_disk_while_saving_a_state_dict_is_one_line(exported, tmp_path, monkeypatch):
+    ckpt, _, _ = exported
+
+    def full_disk(*a, **k):  # what torch.save raises on ENOSPC
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(ExportError, match="cannot write .*enc.pt: the write failed"):
+        ex.export_state_dict(ckpt, tmp_path / "enc.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_to_a_folder_is_one_usage_line_before_loading(tmp_path, capsys, monkeypatch):
+    from cstp_cli.cli import main
+
+    monkeypatch.setattr(ex, "_load", lambda *a: pytest.fail("loaded the checkpoint before checking -o"))
+    with pytest.raises(SystemExit) as done:
+        main(["export", str(tmp_path / "any.pt"), "-o", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and err.count("\n") == 1 and "is a folder; -o expects a file name" in err
