@@ -388,3 +388,21 @@ def test_stor_isolate_false_restores_independent_crops_for_temporal_only():
     s = PairSampler([StorTask(parts=["temporal"], isolate=False)], T=8)
     plans = [s.plan(0, 100, (64, 48), plan_rng(0, 0, i)) for i in range(40)]
     assert np.mean(["boxes" in same_fields(p) for p in plans]) < 0.2
+
+
+def test_temporal_only_stor_augmented_clips_are_equal_where_their_frames_coincide():
+    import torch
+
+    from cstp_cli.api import delta_steps
+    from cstp_cli.augment import augment_batch
+    from cstp_cli.data.memcache import render_videos
+
+    video = render_videos(1, 40, (32, 24), seed=0)[0]
+    s = PairSampler([StorTask(parts=["temporal"])], T=6)
+    plans = [s.plan(0, 40, (32, 24), plan_rng(0, 0, i)) for i in range(8)]
+    frames = torch.as_tensor(np.stack([np.stack([video[p.idx[0]], video[p.idx[1]]]) for p in plans]))
+    x = augment_batch(frames, collate_plans(plans), out_size=16)  # [B, 2, 3, T, S, S]
+    for b, p in enumerate(plans):
+        d = delta_steps(int(p.labels["stor.temporal"]), 5, 6)
+        first, second = (0, 1) if p.idx[1, 0] >= p.idx[0, 0] else (1, 0)  # the clip that starts later is "second"
+        torch.testing.assert_close(x[b, first][:, d:], x[b, second][:, : 6 - d], rtol=0, atol=0)
