@@ -146,7 +146,7 @@ def pairs(
     from cstp_cli.plans.sampling import epoch_order, make_sampler, plan_rng, plan_to_json
 
     if out is not None:
-        check_output_file(out, "--out")
+        check_output_file(out, "-o")
     if png is not None:
         check_output_file(png, "--png")
     preset_options = None

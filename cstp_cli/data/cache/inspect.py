@@ -82,8 +82,6 @@ def verify_cache(path: str | os.PathLike, check_sources: bool = True, notes: lis
     w, h = r.frame_wh
     with h5py.File(r.path, "r") as f:
         if not r.codec.is_raw:
-            if notes is not None:
-                notes.append("jpeg cache: frames checked by their offsets and by decoding the first and last frame (no per-video checksum)")
             return _verify_tables(r, f, r.total_frames, jpegstore.verify(f, r.total_frames, (h, w)), check_sources)
         frames = f["frames"]
         off = r.offsets

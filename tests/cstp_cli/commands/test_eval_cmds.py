@@ -125,7 +125,7 @@ def test_an_unknown_setting_in_a_config_is_refused(tmp_path, toy_eval_cache, cap
 
 
 def test_retrieve_out_that_is_a_file_is_one_usage_line_before_any_work(tmp_path, capsys, monkeypatch):
-    from cstp_cli.commands import retrieve_cmd
+    from cstp_cli.evaluation import sources as retrieve_cmd  # the library builds the encoder
 
     monkeypatch.setattr(retrieve_cmd, "feature_encoder", lambda *a, **k: pytest.fail("built the encoder before checking --out"))
     blocker = tmp_path / "report"
@@ -135,7 +135,7 @@ def test_retrieve_out_that_is_a_file_is_one_usage_line_before_any_work(tmp_path,
 
 
 def test_embed_output_that_is_a_folder_is_one_usage_line_before_any_work(tmp_path, capsys, monkeypatch):
-    from cstp_cli.commands import embed_cmd
+    from cstp_cli.evaluation import sources as embed_cmd  # the library builds the encoder
 
     monkeypatch.setattr(embed_cmd, "feature_encoder", lambda *a, **k: pytest.fail("built the encoder before checking -o"))
     (tmp_path / "f.h5").mkdir()
@@ -147,7 +147,7 @@ def test_embed_output_that_is_a_folder_is_one_usage_line_before_any_work(tmp_pat
 def test_embeddings_on_a_full_disk_are_one_line_and_keep_the_old_file(tmp_path, monkeypatch, name):
     import errno
 
-    from cstp_cli.commands.embed_cmd import write_embeddings
+    from cstp_cli.evaluation.embedding import write_embeddings
     from cstp_cli.core import safewrite
     from cstp_cli.errors import CstpError
 
