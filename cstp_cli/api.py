@@ -143,7 +143,9 @@ class BackboneSpec:
     ``"tiny"`` (a narrow version for CPU runs). The module must have:
 
     * ``forward(x) -> float[B, D]`` — globally pooled features;
-    * ``features(x) -> float[B, C, t, h, w]`` — the last conv map (conv5);
+    * ``features(x) -> float[B, C, t, h, w]`` — the last conv map (conv5), with
+      ``C = D`` and ``forward(x)`` its global average (a pretext task with
+      ``uses_feature_maps`` relies on both);
     * an int attribute ``feature_dim`` (D of the built width).
 
     ``dynamic_time``: the model accepts any T >= ``min_frames`` (ONNX time axis).
@@ -322,12 +324,18 @@ class PretextTask:
             two active owners of one field are an error naming both.
         augmentation_only_writes: fields still written when the task runs as an
             augmentation only (``None``: the same as ``writes``).
+        uses_feature_maps: when True (a class or instance attribute), the engine computes
+            each clip's last conv map ``m = encoder.features(x) float[B, C, t, h, w]``, takes
+            ``y`` as its global average (what a backbone's ``forward`` returns) and calls
+            ``loss(y1, y2, labels, head, maps=(m1, m2))``. Default False: ``loss`` gets
+            pooled features only (and ``forward`` is the encoder pass).
     """
 
     name: ClassVar[str] = ""
     phases: ClassVar[frozenset[str]] = frozenset()
     writes: ClassVar[frozenset[str]] = frozenset()
     augmentation_only_writes: ClassVar[frozenset[str] | None] = None
+    uses_feature_maps: bool = False
 
     def __init__(self, **options: Any):
         self.options = dict(options)
@@ -359,7 +367,8 @@ class PretextTask:
     def loss(self, y1: Any, y2: Any, labels: Mapping[str, Any], head: Any) -> dict[str, Any]:
         """Named loss terms (scalar tensors) from features ``y1``, ``y2`` ``float[B, D]``.
 
-        The engine sums the terms and multiplies by the task's weight λ.
+        The engine sums the terms and multiplies by the task's weight λ. A task with
+        ``uses_feature_maps`` also receives ``maps=(m1, m2)`` (see the class docstring).
         """
         raise PluginError(f"pretext task {self.name!r} has no loss; name it in --augment, not --pretext")
 
