@@ -34,6 +34,7 @@ def test_registers_stor_with_weight_one_and_its_options():
         "candidates": 5,
         "parts": ["spatial", "temporal"],
         "decorrelate": False,
+        "fusion": "pooled",
     }
     task = spec.build(candidates="4", parts="spatial", decorrelate="true")
     assert task.n == 4 and task.parts == ("spatial",) and task.decorrelate
