@@ -245,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="1 seed, rows A-C, 20 steps (plumbing).")
     p.add_argument("--rows", default="", help="Comma-separated row letters to run (default: all).")
     p.add_argument("--parts", default="spatial,temporal")
+    p.add_argument("--seeds", type=int, default=3, help="At most this many seeds per row (rows list their own).")
     p.add_argument("--oracle-batches", type=int, default=2)
     p.add_argument("--work", type=Path, default=None)
     p.add_argument("--results", type=Path, default=Path(__file__).resolve().parent / "results")
@@ -264,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.data and not row.data:
             row.data = args.data
         row_steps = steps * -row.steps if row.steps and row.steps < 0 else (row.steps or steps)
-        seeds = SEEDS[: 1 if args.quick else row.seeds]
+        seeds = SEEDS[: 1 if args.quick else min(row.seeds, args.seeds)]
         rec = {"row": row.name, "steps": row_steps, "seeds": list(seeds), "parts": {}}
         for part in parts:
             runs = []
