@@ -4,8 +4,10 @@ On the built-in synthetic set, for 3 seeds fixed in advance, each row pretrains 
 encoder with one objective, then measures retrieval R@1/R@5 (METHOD §7) and linear-probe
 accuracy (METHOD §6) with the real ``cstp`` commands (run in this process, so imports are
 paid once). Rows: random init (BN statistics re-estimated on train clips — the fair
-baseline), pace alone, rot alone, STOR alone, contrastive (BYOL) alone, and the full default
-objective. Each trained row also gets its gain over random init per seed (paired
+baseline), pace alone, rot alone, STOR alone, spatial STOR alone, temporal STOR alone,
+contrastive (BYOL) alone, and the full default objective. Every row with STOR uses the
+cpu-synthetic preset's head, ``stor.fusion=corr`` (issue 12; the paper's pooled head stays at
+chance at this scale: ``bench/results/stor_diagnosis.md``). Each trained row also gets its gain over random init per seed (paired
 difference), with the standard error of that difference; a gain "counts" when it exceeds
 twice its standard error.
 
@@ -35,12 +37,14 @@ import numpy as np
 #: Fixed before any result was seen; every mode uses all three.
 SEEDS = (101, 202, 303)
 
-#: Rows: name → (contrastive, pretext, augment) of ``cstp pretrain``; None = random init.
-ROWS: dict[str, tuple[str, str, str] | None] = {
+#: Rows: name → (contrastive, pretext, augment[, --set ...]) of ``cstp pretrain``; None = random init.
+ROWS: dict[str, tuple[str, ...] | None] = {
     "random init (BN re-estimated)": None,
     "pace alone": ("none", "pace", "none"),
     "rot alone": ("none", "rot", "none"),
     "STOR alone": ("none", "stor", "none"),
+    "spatial STOR alone": ("none", "stor", "none", "stor.parts=spatial"),
+    "temporal STOR alone": ("none", "stor", "none", "stor.parts=temporal"),
     "contrastive (BYOL) alone": ("byol", "none", "none"),
     "full default (BYOL+STOR+rot+pace, aug pace,rot)": ("byol=0.1", "stor,rot,pace", "pace,rot"),
 }
@@ -70,6 +74,8 @@ class Mode:
     backbone: str = "cnn4"
     width: str = "tiny"
     extra_pretrain: list[str] = field(default_factory=list)
+    #: ``--set`` items of every row with STOR (the cpu-synthetic preset's head).
+    stor_sets: list[str] = field(default_factory=list)
 
 
 MODES = {
@@ -83,17 +89,18 @@ MODES = {
     # learning_signal_cpu_r21d.md, learning_signal_cpu_c3d.md.
     "cpu": Mode("cpu", steps=400, batch=32, frames=8, clip_size=32, size="48x48", classes=10, train_per_class=40,
                 test_per_class=15, video_frames=64, linear_epochs=10, eval_clips=10, workers=1,
-                extra_pretrain=["--lr", "0.01"]),
+                extra_pretrain=["--lr", "0.01"], stor_sets=["stor.fusion=corr"]),
     # The CPU recipe (the one known to learn pace) run 5× longer on 3× the videos: 2,000 steps,
     # 1,200 train / 500 test videos. Not run yet. Tiny r21d at 16×64² clips was the first plan,
     # but it never left chance on pace at any lr tried on the CPU, and 15 runs of it would not
     # fit a 15-minute device lease.
     "gpu": Mode("gpu", steps=2000, batch=32, frames=8, clip_size=32, size="48x48", classes=10, train_per_class=120,
                 test_per_class=50, video_frames=64, linear_epochs=10, eval_clips=10, workers=8,
-                extra_pretrain=["--lr", "0.01"]),
+                extra_pretrain=["--lr", "0.01"], stor_sets=["stor.fusion=corr"]),
     # plumbing only: the first two seeds (a std needs two), 2 steps, a 2-class set of 12 videos
     "smoke": Mode("smoke", steps=2, batch=4, frames=8, clip_size=32, size="48x48", classes=2, train_per_class=4,
-                  test_per_class=2, video_frames=32, linear_epochs=1, eval_clips=2, workers=0),
+                  test_per_class=2, video_frames=32, linear_epochs=1, eval_clips=2, workers=0,
+                  stor_sets=["stor.fusion=corr"]),
 }
 
 
@@ -118,8 +125,8 @@ def make_data(mode: Mode, root: Path) -> Path:
     return data
 
 
-def pretrain_argv(mode: Mode, data: Path, objective: tuple[str, str, str], seed: int, out: Path, n_train: int) -> list[str]:
-    contrastive, pretext, augment = objective
+def pretrain_argv(mode: Mode, data: Path, objective: tuple[str, ...], seed: int, out: Path, n_train: int) -> list[str]:
+    contrastive, pretext, augment, *row_sets = objective
     # the engine drops the last partial batch: n_train // batch steps per epoch
     epochs = max(1, math.ceil(mode.steps / max(1, n_train // mode.batch)))
     argv = ["pretrain", str(data), "--backbone", mode.backbone, "--width", mode.width, "--frames", str(mode.frames),
@@ -130,6 +137,8 @@ def pretrain_argv(mode: Mode, data: Path, objective: tuple[str, str, str], seed:
         argv += ["--set", "pace.rates=1,2,4"]  # every STOR label stays feasible on short synthetic videos
     if contrastive.startswith("byol"):
         argv += ["--set", "byol.proj_hidden=256", "--set", "byol.pred_hidden=256"]
+    if "stor" in pretext:
+        argv += [a for item in (*mode.stor_sets, *row_sets) for a in ("--set", item)]
     return argv + mode.extra_pretrain
 
 

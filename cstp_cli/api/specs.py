@@ -24,7 +24,9 @@ class BackboneSpec:
     ``"tiny"`` (a narrow version for CPU runs). The module must have:
 
     * ``forward(x) -> float[B, D]`` — globally pooled features;
-    * ``features(x) -> float[B, C, t, h, w]`` — the last conv map (conv5);
+    * ``features(x) -> float[B, C, t, h, w]`` — the last conv map (conv5), with
+      ``C = D`` and ``forward(x)`` its global average (a pretext task with
+      ``uses_feature_maps`` relies on both);
     * an int attribute ``feature_dim`` (D of the built width).
 
     ``dynamic_time``: the model accepts any T >= ``min_frames`` (ONNX time axis).

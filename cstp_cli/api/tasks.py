@@ -48,6 +48,7 @@ class PretextTask:
     phases: ClassVar[frozenset[str]] = frozenset()
     writes: ClassVar[frozenset[str]] = frozenset()
     augmentation_only_writes: ClassVar[frozenset[str] | None] = None
+    uses_feature_maps: bool = False
     shared: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, **options: Any):

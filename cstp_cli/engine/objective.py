@@ -116,6 +116,11 @@ class Objective(nn.Module):
         self.heads = nn.ModuleDict({e.name: e.task.head(feature_dim) for e in entries if not e.augment_only})
 
     @property
+    def wants_feature_maps(self) -> bool:
+        """Whether a pretext task with a loss reads the clips' conv maps (API ``uses_feature_maps``)."""
+        return any(getattr(e.task, "uses_feature_maps", False) for e in self.entries if not e.augment_only)
+
+    @property
     def tasks(self) -> list[PretextTask]:
         """Every active task instance (pretext and augment-only), for plans and augmentation."""
         return [e.task for e in self.entries]
@@ -126,8 +131,19 @@ class Objective(nn.Module):
         out.update({e.name: e.weight for e in self.entries if not e.augment_only})
         return out
 
-    def forward(self, y1: torch.Tensor, y2: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor, labels: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(
+        self,
+        y1: torch.Tensor,
+        y2: torch.Tensor,
+        x1: torch.Tensor,
+        x2: torch.Tensor,
+        labels: Mapping[str, torch.Tensor],
+        maps: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Joint loss from online features ``y1, y2 float[B, D]`` and clips ``x1, x2 float[B, 3, T, S, S]``.
+
+        ``maps``: the clips' conv maps ``float[B, C, t, h, w]``, given to the tasks with
+        ``uses_feature_maps`` (needed when :attr:`wants_feature_maps`).
 
         Returns ``(loss, logs)``: the scalar total and every logged scalar tensor (module docstring).
         """
@@ -141,7 +157,12 @@ class Objective(nn.Module):
         for entry in self.entries:
             if entry.augment_only:
                 continue
-            terms = entry.task.loss(y1, y2, labels, self.heads[entry.name])
+            if getattr(entry.task, "uses_feature_maps", False):
+                if maps is None:
+                    raise PluginError(f"pretext task {entry.name!r} reads feature maps, but none were passed to the objective")
+                terms = entry.task.loss(y1, y2, labels, self.heads[entry.name], maps=maps)
+            else:
+                terms = entry.task.loss(y1, y2, labels, self.heads[entry.name])
             parts.append(self._owner(entry.name, entry.weight, terms, logs))
         loss = torch.stack(parts).sum()
         logs["loss"] = loss.detach()

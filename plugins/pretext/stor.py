@@ -21,6 +21,8 @@ Heads: spatial and temporal, each ``2D → 2D → n`` (Linear-BN-ReLU-Linear) on
 ``cat(y1, y2)``; terms ``"stor.spatial"`` and ``"stor.temporal"`` (cross-entropy each).
 
 Options arrive parsed (the engine resolves ``--set stor.*``); the task checks ranges only.
+Option ``fusion`` (beyond the paper, :mod:`.stor_heads`): ``concat`` or ``corr`` compare the
+two clips' last conv maps before pooling (the task then sets ``uses_feature_maps``).
 """
 
 from __future__ import annotations
@@ -48,9 +50,9 @@ from cstp_cli.api import (
     looped_idx,
     min_overlap_width,
     overlap_height,
-    pretext_head,
     rrc_box,
 )
+from .stor_heads import FUSIONS, build_head
 from cstp_cli.hookspecs import hookimpl
 
 PARTS = ("spatial", "temporal")
@@ -62,6 +64,11 @@ OPTIONS: dict[str, Option] = {
     "candidates": Option("candidates", "int", 5, "number n of overlap rates 1, (n-1)/n, ..., 1/n (labels 0..n-1)"),
     "parts": Option(
         "parts", "list[str]", ["spatial", "temporal"], "which STOR labels and heads are used", choices=PARTS
+    ),
+    "fusion": Option(
+        "fusion", "str", "pooled",
+        "head: pooled (the paper's, on cat(y1, y2)); concat or corr compare the clips' last conv maps before pooling",
+        choices=FUSIONS,
     ),
     "decorrelate": Option(
         "decorrelate", "bool", False, "draw box sizes for which every rate fits, so box size does not predict the label"
@@ -134,8 +141,9 @@ class StorTask(PretextTask):
         parts: Sequence[str] = PARTS,
         decorrelate: bool = False,
         isolate: bool = True,
+        fusion: str = "pooled",
     ):
-        super().__init__(candidates=candidates, parts=list(parts), decorrelate=decorrelate, isolate=isolate)
+        super().__init__(candidates=candidates, parts=list(parts), decorrelate=decorrelate, isolate=isolate, fusion=fusion)
         self.n = int(candidates)
         if self.n < 2:
             raise ValueError(f"stor.candidates must be at least 2, got {self.n}")
@@ -146,6 +154,11 @@ class StorTask(PretextTask):
         if not self.parts:
             raise ValueError("stor.parts must name spatial, temporal or both")
         self.decorrelate = bool(decorrelate)
+        if fusion not in FUSIONS:
+            raise ValueError(f"stor.fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
+        self.fusion = str(fusion)
+        #: Read by the engine: ``loss`` then also gets the un-pooled maps (API ``PretextTask``).
+        self.uses_feature_maps = self.fusion != "pooled"
         self.phases = frozenset(self.parts)
         self.writes = frozenset({"temporal": "idx", "spatial": "boxes"}[p] for p in self.parts)
         self.shared = ISOLATED_SHARED.get(self.parts, frozenset()) if isolate else frozenset()
@@ -241,14 +254,30 @@ class StorTask(PretextTask):
         return {f"stor.{p}": math.log(self.n) for p in self.parts}
 
     def head(self, feature_dim: int) -> nn.Module:
-        """One ``2D → 2D → n`` head per part, keyed ``"spatial"``/``"temporal"`` (METHOD §3)."""
-        d = 2 * int(feature_dim)
-        return nn.ModuleDict({p: pretext_head(d, d, self.n) for p in self.parts})
+        """One head per part, keyed ``"spatial"``/``"temporal"``: the paper's ``2D → 2D → n``
+        (METHOD §3) or the ``fusion`` head of :mod:`.stor_heads`."""
+        return nn.ModuleDict({p: build_head(self.fusion, int(feature_dim), self.n) for p in self.parts})
 
-    def loss(self, y1: torch.Tensor, y2: torch.Tensor, labels: Mapping[str, torch.Tensor], head: nn.Module) -> dict[str, torch.Tensor]:
-        """``{"stor.spatial": CE, "stor.temporal": CE}`` on ``cat(y1, y2)``; y float[B, D], labels int64[B]."""
-        z = torch.cat([y1, y2], dim=1)
-        return {f"stor.{p}": F.cross_entropy(head[p](z), labels[f"stor.{p}"].long()) for p in self.parts}
+    def loss(
+        self,
+        y1: torch.Tensor,
+        y2: torch.Tensor,
+        labels: Mapping[str, torch.Tensor],
+        head: nn.Module,
+        maps: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """``{"stor.spatial": CE, "stor.temporal": CE}``; y float[B, D], labels int64[B].
+
+        ``pooled`` reads ``cat(y1, y2)``; ``concat``/``corr`` read ``maps`` = the two clips'
+        last conv maps ``float[B, C, t, h, w]`` (passed by the engine when ``uses_feature_maps``).
+        """
+        if self.fusion == "pooled":
+            z = torch.cat([y1, y2], dim=1)
+            return {f"stor.{p}": F.cross_entropy(head[p](z), labels[f"stor.{p}"].long()) for p in self.parts}
+        if maps is None:
+            raise ValueError(f"stor.fusion={self.fusion} needs the clips' feature maps (loss(..., maps=(m1, m2)))")
+        m1, m2 = maps
+        return {f"stor.{p}": F.cross_entropy(head[p](m1, m2), labels[f"stor.{p}"].long()) for p in self.parts}
 
 
 @hookimpl

@@ -79,3 +79,17 @@ def test_rebuild_without_a_finished_work_folder_is_a_usage_error(ls, tmp_path):
     with pytest.raises(SystemExit) as exit_:
         ls.main(["--smoke", "--rebuild", "--work", str(tmp_path / "none"), "--results", str(tmp_path)])
     assert exit_.value.code == 2
+
+
+@pytest.mark.parametrize("row, part", [("spatial STOR alone", "spatial"), ("temporal STOR alone", "temporal")])
+def test_part_rows_train_one_stor_part_with_the_preset_head(ls, row, part, tmp_path):
+    m = ls.MODES["cpu"]
+    argv = ls.pretrain_argv(m, tmp_path, ls.ROWS[row], 101, tmp_path / "out", m.classes * m.train_per_class)
+    sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
+    assert f"stor.parts={part}" in sets and "stor.fusion=corr" in sets
+
+
+def test_rows_without_stor_get_no_stor_options(ls, tmp_path):
+    m = ls.MODES["cpu"]
+    argv = ls.pretrain_argv(m, tmp_path, ls.ROWS["pace alone"], 101, tmp_path / "out", m.classes * m.train_per_class)
+    assert not any(a.startswith("stor.") for a in argv)

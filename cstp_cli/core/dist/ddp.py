@@ -44,6 +44,9 @@ class TrainModule(nn.Module):
     module in DDP makes its gradient averaging cover the encoder, the scheme's trainable
     parts and the pretext heads. ``encode`` is an optional replacement of ``encoder`` for the
     online pass (e.g. ``torch.compile(encoder)``); it is not registered as a submodule.
+    When the objective's ``wants_feature_maps`` is true (a task reads conv maps, API
+    ``PretextTask.uses_feature_maps``), the pass is ``m = encoder.features(x)``, ``y`` its
+    global average, and ``maps=(m1, m2)`` goes to the objective (``encode`` is not used).
     """
 
     def __init__(
@@ -65,6 +68,10 @@ class TrainModule(nn.Module):
             encode is None
         ):  # never `or`: a compiled module has no truth value (len() raises)
             encode = self.encoder
+        if getattr(self.objective, "wants_feature_maps", False):
+            m1, m2 = self.encoder.features(x1), self.encoder.features(x2)
+            y1, y2 = (torch.flatten(nn.functional.adaptive_avg_pool3d(m, 1), 1) for m in (m1, m2))
+            return self.objective(y1, y2, x1, x2, labels, maps=(m1, m2))
         y1 = encode(x1)
         y2 = encode(x2)
         return self.objective(y1, y2, x1, x2, labels)

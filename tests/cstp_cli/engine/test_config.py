@@ -37,7 +37,7 @@ def test_precedence_preset_then_file_then_flags(tmp_path):
     cfg = build_config(data_given=True, config_file=path, flags={"lr": 0.2, "epochs": None})
     assert cfg.backbone == "c3d" and cfg.epochs == 7 and cfg.lr == 0.2
     assert cfg.objective.pretext == "stor,rot=0.5" and cfg.objective.contrastive == "byol=0.1"
-    assert cfg.pretext == {"stor": {"decorrelate": True}}
+    assert cfg.pretext == {"stor": {"fusion": "pooled", "decorrelate": True}}  # the preset's table merged with the file's
 
 
 def test_unknown_setting_in_a_config_file_is_refused(tmp_path):

@@ -35,6 +35,7 @@ def test_registers_stor_with_weight_one_and_its_options():
         "parts": ["spatial", "temporal"],
         "decorrelate": False,
         "isolate": True,
+        "fusion": "pooled",
     }
     task = spec.build(**resolve_options(spec.options, {"candidates": "4", "parts": "spatial", "decorrelate": "true"}, "stor"))
     assert task.n == 4 and task.parts == ("spatial",) and task.decorrelate

@@ -1,0 +1,315 @@
+"""STOR diagnosis (issue 12 item 1): why does the overlap task learn or not, part by part?
+
+For spatial and temporal STOR separately, each row trains STOR alone (one part) for a fixed
+budget under one controlled change from a base recipe and reports the loss at the end (mean
+of the last quarter of the steps, per seed; chance ln 5 = 1.609) beside an **oracle**: the
+accuracy of a non-learned matcher that recovers the label from exactly the clips the encoder
+sees (after crop, resize, flip, colour; before normalisation is undone nothing is peeked at):
+
+* temporal — for every label k the clip-frame offset δ_k (METHOD §2.2) in both directions
+  and both flips of clip 2; the candidate whose shared frames differ least (each clip
+  standardised, so brightness/contrast changes do not matter) gives the label;
+* spatial — every pixel shift (ux, uy) of clip 2 against clip 1 on 16×16 copies (both
+  flips), the shift with the least mean absolute difference over the overlap gives the
+  area fraction ``(S−|ux|)(S−|uy|)/S²``, the nearest rate gives the label.
+
+Base recipe: the cpu-synthetic clips (tiny cnn4, 8×32² clips from 64×48 frames, batch 32,
+SGD lr 0.01 with the paper's cosine, no contrastive, no rot/pace), on the built-in set.
+"Tied" is what METHOD intends for one part alone: the part under study is the only thing
+that differs between the clips (spatial: same frames; temporal: same box, same flip, same
+colour); it is done here by a bench-local plan step (``Tie``), not by the sampler.
+
+    python bench/stor_diagnosis.py              # the full table, <= ~20 min on 2 idle cores
+    python bench/stor_diagnosis.py --quick      # 1 seed, a few rows (plumbing)
+
+Writes ``bench/results/stor_diagnosis.md`` (and ``.json``), rows reported as they come out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cstp_cli.api import PretextTask
+
+SEEDS = (101, 202, 303)
+CHANCE = math.log(5)
+
+BASE: dict[str, Any] = {
+    "backbone": "cnn4", "width": "tiny", "frames": 8, "clip_size": 32, "size": "64x48",
+    "batch_size": 32, "lr": 0.01, "workers": 0, "contrastive": "none", "pretext": "stor", "augment": "none",
+}
+
+
+@dataclass
+class Row:
+    """One controlled change: settings over BASE, whether the clips are tied, the head."""
+
+    name: str
+    why: str = ""  # filled in by hand after a run: one sentence on why the row came out so
+    flags: dict[str, Any] = field(default_factory=dict)
+    tie: bool = True
+    fusion: str = "corr"
+    steps: int | None = None  # None: the run's budget
+    seeds: int = 3
+    data: str | None = None
+
+
+# --------------------------------------------------------------------------- tie (bench-local)
+
+
+class Tie(PretextTask):
+    """A bench-local plan step: make everything but the studied part equal across the clips.
+
+    ``part="temporal"``: box 2 = box 1 (one random-resized crop), one flip, one photometric
+    draw for both clips. ``part="spatial"``: both clips take clip 1's frames, one flip, one
+    photometric draw. Owns the plan fields it writes, so the sampler's defaults do not run.
+    """
+
+    name = "tie"
+
+    def __init__(self, part: str, photometric_p: float):
+        super().__init__()
+        self.part = part
+        self.p = photometric_p
+        self.augment_only = True
+        self.phases = frozenset({"spatial" if part == "temporal" else "temporal", "per_clip"})
+        self.writes = frozenset({"boxes" if part == "temporal" else "idx", "flip", "photometric"})
+
+    def plan_step(self, phase: str, plan: Any, rng: np.random.Generator) -> None:
+        from cstp_cli.api import rrc_box
+        from cstp_cli.plans.sampling import draw_photometric
+
+        if phase == "spatial":
+            box = rrc_box(*plan.frame_wh, rng)
+            plan.boxes = np.asarray([box, box], dtype=np.int64)
+        elif phase == "temporal":
+            T, N = plan.T, plan.num_frames
+            s = plan.pace
+            span = (T - 1) * s
+            a = int(rng.integers(0, max(1, N - span)))
+            clip = (a + s * np.arange(T, dtype=np.int64)) % N
+            plan.idx = np.stack([clip, clip])
+        elif phase == "per_clip":
+            f = bool(rng.random() < 0.5)
+            plan.flip = np.asarray([f, f])
+            ph = draw_photometric(rng, self.p)
+            plan.photometric = {k: np.stack([v[0], v[0]]) for k, v in ph.items()}
+
+
+# --------------------------------------------------------------------------- oracles
+
+
+def _standardise(x: torch.Tensor) -> torch.Tensor:
+    """Per sample and clip: zero mean, unit std over all but the batch axis."""
+    dims = tuple(range(1, x.dim()))
+    return (x - x.mean(dims, keepdim=True)) / (x.std(dims, keepdim=True) + 1e-6)
+
+
+def oracle_temporal(x1: torch.Tensor, x2: torch.Tensor, n: int) -> torch.Tensor:
+    """Predicted temporal labels ``int64[B]`` from clips ``float[B, 3, T, S, S]``."""
+    from cstp_cli.api import delta_steps
+
+    T = x1.shape[2]
+    costs = []
+    for k in range(n):
+        d = delta_steps(k, n, T)
+        best = None
+        for b in (x2, x2.flip(-1)):
+            for a1, a2 in ((x1[:, :, d:], b[:, :, : T - d]), (x1[:, :, : T - d], b[:, :, d:])):
+                c = (_standardise(a1) - _standardise(a2)).abs().mean((1, 2, 3, 4))
+                best = c if best is None else torch.minimum(best, c)
+        costs.append(best)
+    return torch.stack(costs, 1).argmin(1)
+
+
+def oracle_spatial(x1: torch.Tensor, x2: torch.Tensor, n: int, side: int = 16) -> torch.Tensor:
+    """Predicted spatial labels ``int64[B]``: best pixel shift → overlap fraction → nearest rate."""
+    B, C, T, S, _ = x1.shape
+    a = F.interpolate(x1.flatten(1, 2), size=(side, side), mode="area")  # [B, 3T, s, s]
+    rates = torch.tensor([1 - k / n for k in range(n)])
+    best_cost = torch.full((B,), float("inf"))
+    best_rate = torch.ones(B)
+    for b in (x2, x2.flip(-1)):
+        b = F.interpolate(b.flatten(1, 2), size=(side, side), mode="area")
+        for uy in range(-side + 1, side):
+            for ux in range(-side + 1, side):
+                oh, ow = side - abs(uy), side - abs(ux)
+                frac = oh * ow / side**2
+                if frac < 0.5 / n:
+                    continue
+                p = a[:, :, max(uy, 0): max(uy, 0) + oh, max(ux, 0): max(ux, 0) + ow]
+                q = b[:, :, max(-uy, 0): max(-uy, 0) + oh, max(-ux, 0): max(-ux, 0) + ow]
+                cost = (_standardise(p) - _standardise(q)).abs().mean((1, 2, 3))
+                better = cost < best_cost
+                best_cost = torch.where(better, cost, best_cost)
+                best_rate = torch.where(better, torch.full_like(best_rate, frac), best_rate)
+    return (best_rate[:, None] - rates[None, :]).abs().argmin(1)
+
+
+# --------------------------------------------------------------------------- one run
+
+
+def run_one(row: Row, part: str, seed: int, steps: int, work: Path, oracle_batches: int) -> dict[str, Any]:
+    """Train STOR ``part`` alone under ``row`` for ``steps``; return losses and oracle accuracy."""
+    from cstp_cli.augment import augment_batch
+    from cstp_cli.engine.config import build_config
+    from cstp_cli.engine.data import make_loader
+    from cstp_cli.engine.loop import setup
+    from cstp_cli.engine.optim import clip_gradients
+    from cstp_cli.plans.sampling import PairSampler
+
+    flags = {**BASE, **row.flags, "seed": seed, "out": str(work / f"{part}-{seed}"), "max_steps": steps}
+    sets = {"stor": {"parts": part, "fusion": row.fusion}}
+    for key, value in flags.pop("sets", {}).items():
+        comp, opt = key.split(".", 1)
+        sets.setdefault(comp, {})[opt] = value
+    flags["sets"] = sets
+    if row.data:
+        flags["data"] = row.data
+    cfg = build_config(data_given=bool(row.data), preset=None, flags=flags)
+    n_train_hint = 400
+    cfg.epochs = max(1, math.ceil(steps / max(1, n_train_hint // int(cfg.batch_size))))
+    run = setup(cfg)
+    if row.tie:
+        tasks = [*run.objective.tasks, Tie(part, float(cfg.photometric_p))]
+        run.dataset.sampler = PairSampler(tasks, T=int(cfg.frames), mode=cfg.sampling, photometric_p=float(cfg.photometric_p))
+    else:
+        tasks = run.objective.tasks
+    loader = make_loader(run.dataset, start_step=0, stop_step=steps, steps_per_epoch=run.spe, global_batch=int(cfg.batch_size),
+                         workers=0, pin_memory=False)
+    n = int(run.objective.entries[0].task.n)
+    key = f"stor.{part}"
+    oracle = oracle_spatial if part == "spatial" else oracle_temporal
+    hits = total = 0
+    losses: list[float] = []
+    run.encoder.train()
+    run.objective.train()
+    t0 = time.perf_counter()
+    for step, (frames, batch) in enumerate(loader):
+        with torch.no_grad():
+            clips = augment_batch(frames, batch, tasks, out_size=int(cfg.clip_size))
+        x1, x2 = clips[:, 0], clips[:, 1]
+        if step < oracle_batches:
+            pred = oracle(x1, x2, n)
+            hits += int((pred == batch.labels[key]).sum())
+            total += int(pred.numel())
+        loss, logs = run.model(x1, x2, batch.labels)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip_gradients(run.params, run.cfg.grad_clip)
+        run.optimizer.step()
+        run.schedule.step()
+        losses.append(float(logs[f"terms/{key}"]))
+    seconds = time.perf_counter() - t0
+    tail = losses[-max(1, len(losses) // 4):]
+    return {"loss": float(np.mean(tail)), "oracle": hits / max(1, total), "steps": len(losses), "seconds": seconds,
+            "curve": [float(np.mean(losses[i:i + 10])) for i in range(0, len(losses), 10)]}
+
+
+# --------------------------------------------------------------------------- rows
+
+ROWS: list[Row] = [
+    Row("A. untied clips, paper head (pooled)", tie=False, fusion="pooled"),
+    Row("B. tied clips, paper head (pooled)", fusion="pooled"),
+    Row("C. tied clips, corr head", fusion="corr"),
+    Row("D. tied clips, concat head", fusion="concat", seeds=1),
+    Row("E. untied clips, corr head", tie=False, fusion="corr"),
+    Row("F. C with no photometric block (photometric_p 0)", flags={"photometric_p": 0.0}, seeds=1),
+    Row("G. C with lr 0.03", flags={"lr": 0.03}, seeds=1),
+    Row("H. C with lr 0.003", flags={"lr": 0.003}, seeds=1),
+    Row("I. C with 48px clips", flags={"clip_size": 48}, seeds=1),
+    Row("J. C with 16 frames", flags={"frames": 16}, seeds=1),
+    Row("K. C with full-width cnn4", flags={"width": "full"}, seeds=1),
+    Row("L. C with batch 16", flags={"batch_size": 16}, seeds=1),
+    Row("M. C with 2x steps", seeds=1, steps=-2),
+    Row("N. C with rot + pace augmentation (full objective's clips)", flags={"augment": "pace,rot", "sets": {"pace.rates": "1,2,4"}}, seeds=1),
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--steps", type=int, default=120, help="Optimiser steps per run (default 120).")
+    p.add_argument("--quick", action="store_true", help="1 seed, rows A-C, 20 steps (plumbing).")
+    p.add_argument("--rows", default="", help="Comma-separated row letters to run (default: all).")
+    p.add_argument("--parts", default="spatial,temporal")
+    p.add_argument("--seeds", type=int, default=3, help="At most this many seeds per row (rows list their own).")
+    p.add_argument("--oracle-batches", type=int, default=2)
+    p.add_argument("--work", type=Path, default=None)
+    p.add_argument("--results", type=Path, default=Path(__file__).resolve().parent / "results")
+    p.add_argument("--data", default=None, help="Dataset folder or cache (default: the built-in set).")
+    args = p.parse_args(argv)
+    torch.set_num_threads(2)
+    work = args.work or Path(tempfile.mkdtemp(prefix="cstp-stor-diagnosis-"))
+    rows = ROWS[:3] if args.quick else ROWS
+    if args.rows:
+        want = {r.strip().upper() for r in args.rows.split(",")}
+        rows = [r for r in rows if r.name.split(".")[0] in want]
+    steps = 20 if args.quick else args.steps
+    parts = [s.strip() for s in args.parts.split(",") if s.strip()]
+    t0 = time.perf_counter()
+    results: list[dict[str, Any]] = []
+    for row in rows:
+        if args.data and not row.data:
+            row.data = args.data
+        row_steps = steps * -row.steps if row.steps and row.steps < 0 else (row.steps or steps)
+        seeds = SEEDS[: 1 if args.quick else min(row.seeds, args.seeds)]
+        rec = {"row": row.name, "steps": row_steps, "seeds": list(seeds), "parts": {}}
+        for part in parts:
+            runs = []
+            for seed in seeds:
+                runs.append(run_one(row, part, seed, row_steps, work / f"{row.name[0]}", args.oracle_batches))
+                print(f"[{time.perf_counter() - t0:7.1f}s] {row.name} | {part} seed {seed}: loss {runs[-1]['loss']:.3f} "
+                      f"oracle {runs[-1]['oracle']:.2f} ({runs[-1]['steps'] / runs[-1]['seconds']:.2f} steps/s)",
+                      file=sys.stderr, flush=True)
+            rec["parts"][part] = runs
+        results.append(rec)
+        write(args.results, results, time.perf_counter() - t0, steps)
+    return 0
+
+
+def write(dest: Path, results: list[dict[str, Any]], seconds: float, steps: int) -> None:
+    """Write the Markdown table and the JSON beside it (called after every row)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    lines = ["| row | steps × seeds | spatial loss | spatial oracle | temporal loss | temporal oracle |", "|---|---|---|---|---|---|"]
+    for rec in results:
+        cells = []
+        for part in ("spatial", "temporal"):
+            runs = rec["parts"].get(part)
+            if not runs:
+                cells += ["—", "—"]
+                continue
+            ls = [r["loss"] for r in runs]
+            spread = f" ± {np.std(ls, ddof=1):.3f}" if len(ls) > 1 else ""
+            cells += [f"{np.mean(ls):.3f}{spread}", f"{100 * np.mean([r['oracle'] for r in runs]):.0f} %"]
+        lines.append(f"| {rec['row']} | {rec['steps']} × {len(rec['seeds'])} | " + " | ".join(cells) + " |")
+    text = "\n".join([
+        "# STOR diagnosis",
+        "",
+        f"CPU ({platform.processor() or platform.machine()}), torch threads 2, Python {platform.python_version()}; "
+        f"wall time {seconds / 60:.1f} min (a shared machine). `python bench/stor_diagnosis.py --steps {steps}`.",
+        "",
+        "Loss: mean of the last quarter of the steps (mean ± std over seeds; chance ln 5 = 1.609). Oracle: accuracy",
+        "of the non-learned matcher on the first batches of exactly the clips the encoder saw (chance 20 %).",
+        "",
+        *lines,
+        "",
+    ])
+    (dest / "stor_diagnosis.md").write_text(text)
+    (dest / "stor_diagnosis.json").write_text(json.dumps({"seconds": seconds, "rows": results}, indent=1))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
