@@ -1,5 +1,9 @@
 """ONNX export of trained encoders, verified against PyTorch (DESIGN "Export and inference").
 
+*Why one file of ~490 lines*: export is one transaction — load, trace (two exporters),
+save with metadata, check parity with onnxruntime, rename — whose steps share the
+temporary file and the parity tolerance; split, each part would be a fragment of it.
+
 ``export_onnx`` loads a checkpoint's encoder (eval mode), traces it with the current
 ``torch.export``-based exporter (``exporter="dynamo"``, the default, opset >= 18) or the
 legacy TorchScript one, with a dynamic batch axis and — where the backbone allows — a

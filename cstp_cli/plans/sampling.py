@@ -1,4 +1,8 @@
-"""Clip-pair plans: per-sample RNG, the phase-ordered pair sampler, App. A, ``pairs.jsonl``.
+"""Clip-pair plans: per-sample RNG, the phase-ordered pair sampler, ``pairs.jsonl``.
+
+*Why one file of ~415 lines*: the sampler's phase model (METHOD §0, §2) — the order of the
+phases, the core defaults of every plan field and the shared-field rule — reads as one
+piece; the authors' App. A sampling lives apart in :mod:`cstp_cli.plans.reference`.
 
 Pure NumPy, no pixels (DESIGN "Data flow"). A :class:`~cstp_cli.api.PairPlan` says which
 frames and boxes to cut, how to flip, rotate and colour each clip, and carries the pretext
