@@ -27,6 +27,7 @@ import platform
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -58,6 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--codec", default="raw", help="cache codec of (b): raw or jpeg[:Q] (jpeg: decoded on the GPU on CUDA)")
     p.add_argument("--steps-per-epoch", type=int, default=4, help="cache holds batch × this many videos")
     p.add_argument("--results", default=None, help="append a markdown row to this file")
+    p.add_argument("--sync-report", action="store_true",
+                   help="CUDA: count the host syncs of 3 steps after warm-up (torch.cuda.set_sync_debug_mode) and print where")
     return p.parse_args(argv)
 
 
@@ -125,19 +128,36 @@ def cstp_loop(args: argparse.Namespace, cache: Path, out: Path) -> tuple[float, 
     cfg.pretext = {"pace": {"rates": [1, 2]}}
     stamps: list[tuple[int, float]] = []
     info: dict = {}
+    watch = args.sync_report and torch.cuda.is_available() and str(resolve_device(args.device)).startswith("cuda")
 
     def on_step(run, step, frames, batch, values) -> None:
         stamps.append((step, time.perf_counter()))  # values were read on the host: the step is done
+        if watch and step in (args.warmup, args.warmup + 3):  # steps warmup+1 .. warmup+3 are watched
+            torch.cuda.set_sync_debug_mode("warn" if step == args.warmup else 0)
         info["spe"] = run.spe
         scheme = run.objective.scheme
         info["target"] = scheme is not None and any(m is not run.encoder and type(m) is type(run.encoder) for m in scheme.modules())
         info["device"] = str(run.device)
 
-    loop.pretrain(cfg, progress=False, on_step=on_step)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loop.pretrain(cfg, progress=False, on_step=on_step)
+    if watch:
+        report_syncs([w for w in caught if "called a synchronizing" in str(w.message)], steps=3)
     spe = info["spe"]
     # time from the end of step `warmup` on; skip intervals holding an epoch-end checkpoint
     timed = [(b[1] - a[1]) for a, b in zip(stamps, stamps[1:]) if a[0] >= args.warmup and a[0] % spe != 0]
     return args.batch * len(timed) / sum(timed), info["target"], info["device"]
+
+
+def report_syncs(caught: list, steps: int) -> None:
+    """Print how many host syncs ``steps`` pretraining steps made, grouped by source line."""
+    from collections import Counter
+
+    where = Counter(f"{Path(w.filename).name}:{w.lineno}" for w in caught)
+    print(f"host syncs in {steps} steps: {len(caught)} ({len(caught) / steps:.1f} per step)")
+    for place, n in where.most_common(12):
+        print(f"  {n:4d}  {place}")
 
 
 def device_name(device: torch.device) -> str:

@@ -81,6 +81,8 @@ class PlanBatch:
     ``video int64[B]``, ``pace int64[B]``, ``idx int64[B, 2, T]``, ``boxes int64[B, 2, 4]``,
     ``rot90 int64[B, 2]``, ``flip bool[B, 2]``, ``photometric[k] [B, 2, ...]``,
     ``labels[k] int64[B, ...]``, ``extras[k] [B, ...]``. ``frame_wh`` is shared.
+    ``host_photometric`` is the CPU copy of ``photometric`` that :meth:`to` keeps, so the
+    device augmentation reads which operations to run without a device→host sync.
     """
 
     video: torch.Tensor
@@ -93,6 +95,7 @@ class PlanBatch:
     labels: dict[str, torch.Tensor]
     extras: dict[str, torch.Tensor]
     frame_wh: tuple[int, int]
+    host_photometric: dict[str, torch.Tensor] | None = field(default=None, repr=False, compare=False)
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> PlanBatch:
         """Copy every tensor to ``device``."""
@@ -100,6 +103,9 @@ class PlanBatch:
         def move(x: Any) -> Any:
             return x.to(device, non_blocking=non_blocking) if hasattr(x, "to") else x
 
+        host = self.host_photometric
+        if host is None and all(getattr(v, "device", None) is not None and v.device.type == "cpu" for v in self.photometric.values()):
+            host = self.photometric
         return PlanBatch(
             video=move(self.video),
             pace=move(self.pace),
@@ -111,6 +117,7 @@ class PlanBatch:
             labels={k: move(v) for k, v in self.labels.items()},
             extras={k: move(v) for k, v in self.extras.items()},
             frame_wh=self.frame_wh,
+            host_photometric=host,
         )
 
     def pin_memory(self) -> PlanBatch:

@@ -67,6 +67,7 @@ def augment_clips(
     rot90_first: torch.Tensor | None = None,
     out_size: int = 112,
     dtype: torch.dtype = torch.float32,
+    host_photometric: dict[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Geometry + photometric block for N independent clips; no task transforms, no normalisation.
 
@@ -79,6 +80,8 @@ def augment_clips(
         rot90_first: ``int[N]`` quarter turns of the full frame before cropping (App. A), or None.
         out_size: S.
         dtype: float type of the photometric work and the result (sampling is float32).
+        host_photometric: the same parameters on the CPU, or None: read to decide which
+            operations run, so a CUDA batch needs no device→host sync for it.
 
     Returns:
         ``dtype[N, 3, T, S, S]`` in [0, 1], contiguous.
@@ -100,7 +103,7 @@ def augment_clips(
         rot90=rot90_first,
     )
     x = sample(frames, theta, out_size, dtype)
-    return photometric_block(x, photometric, inplace=True)
+    return photometric_block(x, photometric, inplace=True, host=host_photometric)
 
 
 def augment_batch(
@@ -138,6 +141,8 @@ def augment_batch(
         quarter = batch.rot90.reshape(n)
         turns = torch.where(rot_first.reshape(n).bool(), quarter, torch.zeros_like(quarter))
     photometric = {k: v.reshape(n, *v.shape[2:]) for k, v in batch.photometric.items()}
+    host = batch.host_photometric
+    host = None if host is None else {k: v.reshape(n, *v.shape[2:]) for k, v in host.items()}
     x = augment_clips(
         frames.reshape(n, *frames.shape[2:]),
         batch.boxes.reshape(n, 4),
@@ -147,6 +152,7 @@ def augment_batch(
         rot90_first=turns,
         out_size=out_size,
         dtype=dtype,
+        host_photometric=host,
     )
     x = x.view(bsz, 2, 3, t, out_size, out_size)
     for task in tasks:

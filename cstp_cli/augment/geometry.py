@@ -92,12 +92,13 @@ def box_theta(
     m = scale @ m
     if rot90 is not None:
         m = _quarter_turns_inverse(rot90, width, height) @ m
-    # normalised output coords u ∈ [−1, 1] → pixels: X = (u + 1)·S/2; pixels → normalised input.
-    to_pixels = torch.tensor([[s / 2, 0, s / 2], [0, s / 2, s / 2], [0, 0, 1]], dtype=torch.float64, device=dev)
-    to_unit = torch.tensor(
-        [[2 / width, 0, -1], [0, 2 / height, -1], [0, 0, 1]], dtype=torch.float64, device=dev
-    )
-    return (to_unit @ m @ to_pixels)[:, :2, :]
+    # normalised output coords u ∈ [−1, 1] → pixels: X = (u + 1)·S/2; pixels → normalised input:
+    # rows 0-1 of to_unit @ m @ to_pixels, with to_pixels = [[a, 0, a], [0, a, a], [0, 0, 1]]
+    # (a = S/2) and to_unit = [[2/W, 0, −1], [0, 2/H, −1], [0, 0, 1]], written out with Python
+    # scalars (a host→device copy of a matrix, or a scalar fill, would sync on CUDA).
+    a = s / 2
+    x = torch.stack([a * m[..., 0], a * m[..., 1], a * (m[..., 0] + m[..., 1]) + m[..., 2]], dim=-1)
+    return torch.stack([x[:, 0] * (2 / width) - x[:, 2], x[:, 1] * (2 / height) - x[:, 2]], dim=1)
 
 
 def _channels_first(frames: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

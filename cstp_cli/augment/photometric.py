@@ -142,36 +142,53 @@ def _flag(photometric: dict[str, torch.Tensor], key: str, n: int, device: torch.
     return value.reshape(n).to(torch.bool)
 
 
-class _HostFlags:
-    """What the photometric block must run, read with ONE device→host copy of ``[N, 8]`` numbers.
+def _device_indices(masks: list[torch.Tensor], device: torch.device) -> list[torch.Tensor | None]:
+    """``int64`` indices of each host ``bool[N]`` mask on ``device`` (None for an empty mask),
+    moved as one pinned asynchronous copy when ``device`` is CUDA (no host sync)."""
+    found = [m.nonzero().flatten() for m in masks]
+    sizes = [int(i.numel()) for i in found]
+    packed = torch.cat(found)
+    if torch.device(device).type == "cuda":
+        packed = packed.pin_memory().to(device, non_blocking=True)
+    parts = packed.split(sizes)
+    return [part if size else None for part, size in zip(parts, sizes)]
 
-    Lets the block skip absent operations and run hue and blur on the selected clips only,
-    without a synchronisation per operation on CUDA.
+
+class _HostFlags:
+    """What the photometric block must run, read on the host.
+
+    From ``host`` (the CPU copy of the parameters, :attr:`PlanBatch.host_photometric`) when
+    given — then a CUDA batch needs no device→host sync at all — else with ONE device→host
+    copy of ``[N, 8]`` numbers. The clip indices of hue and blur go to the device as one
+    pinned, asynchronous copy. Lets the block skip absent operations and run hue and blur on
+    the selected clips only.
     """
 
-    def __init__(self, photometric: dict[str, torch.Tensor], n: int, out_size: int, device: torch.device):
-        cols = [_flag(photometric, k, n, device).double().unsqueeze(1) for k in ("jitter", "gray", "blur")]
-        order = photometric.get("order")
-        zeros = torch.zeros(n, 4, dtype=torch.float64, device=device)
+    def __init__(
+        self, photometric: dict[str, torch.Tensor], n: int, out_size: int, device: torch.device,
+        host: dict[str, torch.Tensor] | None = None,
+    ):
+        source, at = (host, torch.device("cpu")) if host is not None else (photometric, device)
+        cols = [_flag(source, k, n, at).double().unsqueeze(1) for k in ("jitter", "gray", "blur")]
+        order = source.get("order")
+        zeros = torch.zeros(n, 4, dtype=torch.float64, device=at)
         cols.append(zeros if order is None else order.reshape(n, 4).double())
-        sigma = photometric.get("sigma")
+        sigma = source.get("sigma")
         cols.append(zeros[:, :1] + 1.0 if sigma is None else sigma.reshape(n, 1).double())
-        host = torch.cat(cols, dim=1).cpu()
-        jitter, gray, blur = host[:, 0] > 0, host[:, 1] > 0, host[:, 2] > 0
-        order_h, sigma_h = host[:, 3:7].long(), host[:, 7]
-
-        def index(mask: torch.Tensor) -> torch.Tensor | None:
-            return mask.nonzero().flatten().to(device) if bool(mask.any()) else None
+        flags = torch.cat(cols, dim=1).cpu()
+        jitter, gray, blur = flags[:, 0] > 0, flags[:, 1] > 0, flags[:, 2] > 0
+        order_h, sigma_h = flags[:, 3:7].long(), flags[:, 7]
 
         self.jitter = bool(jitter.any())
         self.blend_at = [bool((jitter & (order_h[:, p] <= SATURATION)).any()) for p in range(4)]
-        self.hue_at = [index(jitter & (order_h[:, p] == HUE)) for p in range(4)]
+        *self.hue_at, self.blur = _device_indices([jitter & (order_h[:, p] == HUE) for p in range(4)] + [blur], device)
         self.gray = bool(gray.any())
-        self.blur = index(blur)
         self.blur_big = int(blur_radius(sigma_h[blur], out_size).max()) if self.blur is not None else 0
 
 
-def photometric_block(x: torch.Tensor, photometric: dict[str, torch.Tensor], inplace: bool = False) -> torch.Tensor:
+def photometric_block(
+    x: torch.Tensor, photometric: dict[str, torch.Tensor], inplace: bool = False, host: dict[str, torch.Tensor] | None = None
+) -> torch.Tensor:
     """The photometric block (METHOD §2.4) on clips ``[N, 3, T, S, S]`` in [0, 1].
 
     ``photometric`` holds ``[N]`` (``order``: ``[N, 4]``) tensors with the keys documented on
@@ -181,7 +198,7 @@ def photometric_block(x: torch.Tensor, photometric: dict[str, torch.Tensor], inp
     write their clips into ``x`` itself (saves a copy when ``x`` is a temporary).
     """
     n, dev = x.shape[0], x.device
-    plan = _HostFlags(photometric, n, x.shape[-1], dev)
+    plan = _HostFlags(photometric, n, x.shape[-1], dev, host=host)
     if not inplace and (plan.blur is not None or any(sel is not None for sel in plan.hue_at)):
         x = x.clone()
     if plan.jitter:

@@ -30,17 +30,17 @@ def rotate_clips(clips: torch.Tensor, quarter_turns: torch.Tensor, skip: torch.T
     """Rotate each clip by its quarter turns on the last two axes.
 
     clips float[B, 2, C, T, S, S]; quarter_turns int64[B, 2]; skip bool[B, 2] or None.
-    Returns a new tensor of the same shape.
+    Returns a new tensor of the same shape. Every clip's three turns are computed and the
+    right one selected (``torch.where``): no data-dependent indexing, so no host sync on CUDA.
     """
     turns = quarter_turns.to(clips.device).long() % 4
     if skip is not None:
         turns = torch.where(skip.to(clips.device).bool(), torch.zeros_like(turns), turns)
-    out = clips.clone()
+    turns = turns.view(*turns.shape, *([1] * (clips.dim() - turns.dim())))
+    out = clips
     for k in (1, 2, 3):
-        mask = turns == k
-        if bool(mask.any()):
-            out[mask] = torch.rot90(clips[mask], k, dims=(-2, -1))
-    return out
+        out = torch.where(turns == k, torch.rot90(clips, k, dims=(-2, -1)), out)
+    return out if out is not clips else clips.clone()
 
 
 class RotTask(PretextTask):

@@ -18,6 +18,7 @@ gaussian_blur) and torch.rot90. Tolerances:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -474,3 +475,44 @@ def test_center_clips_resize_then_crop_close_to_torchvision_on_smooth_frames():
     img = TF.resize(frames[0].permute(0, 3, 1, 2).float() / 255, [24, 32], interpolation=BILINEAR, antialias=False)
     ref = TF.resize(TF.center_crop(img, [16, 16]), [12, 12], interpolation=BILINEAR, antialias=False)
     assert (out[0] - as_output(ref)).abs().max() < 4 / 255
+
+
+# --------------------------------------------------------------------------- host syncs
+
+
+def test_host_copy_of_the_parameters_gives_the_same_clips():
+    frames = noise_frames(4, seed=23)
+    batch = _random_plans(np.random.default_rng(23), 4, 16)
+    assert batch.host_photometric is None
+    moved = batch.to("cpu")  # keeps the CPU parameters as the host copy
+    assert moved.host_photometric is not None
+    assert torch.equal(augment_batch(frames, moved, out_size=16), augment_batch(frames, batch, out_size=16))
+
+
+def test_host_copy_decides_which_operations_run():
+    """The flags are read from the host copy when there is one (so CUDA needs no sync)."""
+    frames = noise_frames(1, seed=24)
+    phot = identity_photometric()
+    phot["blur"], phot["sigma"] = np.array([True, True]), np.array([1.5, 1.5])
+    batch = make_batch([[[3, 2, 16, 16], [10, 5, 16, 16]]], photometric=[phot])
+    no_blur = make_batch([[[3, 2, 16, 16], [10, 5, 16, 16]]], photometric=[identity_photometric()])
+    told_off = dataclasses.replace(batch, host_photometric=no_blur.photometric)
+    assert torch.equal(augment_batch(frames, told_off, out_size=16), augment_batch(frames, no_blur, out_size=16))
+    assert not torch.equal(augment_batch(frames, batch, out_size=16), augment_batch(frames, no_blur, out_size=16))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_augment_batch_makes_no_host_sync_on_cuda():
+    from cstp_cli.plugins import get_registry
+
+    rot = get_registry().pretext("rot").build()
+    frames = noise_frames(4, seed=25).pin_memory().to("cuda", non_blocking=True)
+    batch = _random_plans(np.random.default_rng(25), 4, 16)
+    batch = dataclasses.replace(batch, extras={}).pin_memory().to("cuda", non_blocking=True)
+    augment_batch(frames, batch, tasks=[rot], out_size=16)  # warm-up: kernels and allocator
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        augment_batch(frames, batch, tasks=[rot], out_size=16)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)

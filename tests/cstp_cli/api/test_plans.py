@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cstp_cli.api import PLAN_FIELDS, PairPlan, intersection_area, min_overlap_width, overlap_height, share_clip_one
+from cstp_cli.api import PLAN_FIELDS, PairPlan, collate_plans, intersection_area, min_overlap_width, overlap_height, share_clip_one
 from cstp_cli.plans.sampling import draw_photometric
 
 
@@ -37,3 +37,13 @@ def test_overlap_width_and_height_bound_the_overlap_area(w, h, n):
             box2 = (w - sw, h - sh, w, h)  # overlap at the bottom-right corner of box 1
             area = intersection_area((0, 0, w, h), box2)
             assert m * w * h / n - sw < area <= m * w * h / n  # METHOD §2 invariant
+
+
+def test_to_keeps_the_cpu_photometric_parameters_as_the_host_copy():
+    import torch
+
+    plan = PairPlan(video=0, num_frames=4, frame_wh=(8, 8), T=2, photometric={"jitter": np.array([True, False])})
+    batch = collate_plans([plan])
+    moved = batch.to("cpu").to("cpu")
+    assert moved.host_photometric is not None
+    assert torch.equal(moved.host_photometric["jitter"], batch.photometric["jitter"])
