@@ -6,8 +6,9 @@ accuracy (METHOD §6) with the real ``cstp`` commands (run in this process, so i
 paid once). Rows: random init (BN statistics re-estimated on train clips — the fair
 baseline), pace alone, rot alone, STOR alone, spatial STOR alone, temporal STOR alone,
 contrastive (BYOL) alone, and the full default objective. Every row with STOR uses the
-cpu-synthetic preset's head, ``stor.fusion=corr`` (issue 12; the paper's pooled head stays at
-chance at this scale: ``bench/results/stor_diagnosis.md``). Each trained row also gets its gain over random init per seed (paired
+cpu-synthetic preset's STOR settings, ``stor.fusion=corr`` and ``stor.share=flip`` (and the full
+row its ``rot.pair=same``; issue 12: the paper's pooled head and per-clip flips and turns keep
+STOR at chance at this scale, ``bench/results/stor_diagnosis.md``). Each trained row also gets its gain over random init per seed (paired
 difference), with the standard error of that difference; a gain "counts" when it exceeds
 twice its standard error.
 
@@ -46,7 +47,7 @@ ROWS: dict[str, tuple[str, ...] | None] = {
     "spatial STOR alone": ("none", "stor", "none", "stor.parts=spatial"),
     "temporal STOR alone": ("none", "stor", "none", "stor.parts=temporal"),
     "contrastive (BYOL) alone": ("byol", "none", "none"),
-    "full default (BYOL+STOR+rot+pace, aug pace,rot)": ("byol=0.1", "stor,rot,pace", "pace,rot"),
+    "full default (BYOL+STOR+rot+pace, aug pace,rot)": ("byol=0.1", "stor,rot,pace", "pace,rot", "rot.pair=same"),
 }
 
 
@@ -89,18 +90,18 @@ MODES = {
     # learning_signal_cpu_r21d.md, learning_signal_cpu_c3d.md.
     "cpu": Mode("cpu", steps=400, batch=32, frames=8, clip_size=32, size="48x48", classes=10, train_per_class=40,
                 test_per_class=15, video_frames=64, linear_epochs=10, eval_clips=10, workers=1,
-                extra_pretrain=["--lr", "0.01"], stor_sets=["stor.fusion=corr"]),
+                extra_pretrain=["--lr", "0.01"], stor_sets=["stor.fusion=corr", "stor.share=flip"]),
     # The CPU recipe (the one known to learn pace) run 5× longer on 3× the videos: 2,000 steps,
     # 1,200 train / 500 test videos. Not run yet. Tiny r21d at 16×64² clips was the first plan,
     # but it never left chance on pace at any lr tried on the CPU, and 15 runs of it would not
     # fit a 15-minute device lease.
     "gpu": Mode("gpu", steps=2000, batch=32, frames=8, clip_size=32, size="48x48", classes=10, train_per_class=120,
                 test_per_class=50, video_frames=64, linear_epochs=10, eval_clips=10, workers=8,
-                extra_pretrain=["--lr", "0.01"], stor_sets=["stor.fusion=corr"]),
+                extra_pretrain=["--lr", "0.01"], stor_sets=["stor.fusion=corr", "stor.share=flip"]),
     # plumbing only: the first two seeds (a std needs two), 2 steps, a 2-class set of 12 videos
     "smoke": Mode("smoke", steps=2, batch=4, frames=8, clip_size=32, size="48x48", classes=2, train_per_class=4,
                   test_per_class=2, video_frames=32, linear_epochs=1, eval_clips=2, workers=0,
-                  stor_sets=["stor.fusion=corr"]),
+                  stor_sets=["stor.fusion=corr", "stor.share=flip"]),
 }
 
 

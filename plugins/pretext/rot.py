@@ -6,6 +6,9 @@ Plan step ``per_clip``: r_c ~ U{0..3} independently per clip; ``plan.rot90`` and
 for clips whose ``batch.extras["sampling.rot_first"]`` is set (App. A rotates the full frame
 before cropping). Head ``D → D → 4`` shared by both clips; term ``"rot"`` =
 ``CE(head(y1), r1) + CE(head(y2), r2)`` (option ``clips=first``: clip 1 only).
+Option ``pair=same`` (beyond the paper): one quarter turn for both clips of a pair, so the
+clips keep their relative geometry (what STOR judges overlap from) while each clip's label
+is still uniform.
 """
 
 from __future__ import annotations
@@ -23,6 +26,12 @@ from cstp_cli.hookspecs import hookimpl
 
 OPTIONS: dict[str, Option] = {
     "clips": Option("clips", "str", "both", "apply the head to both clips (authors' code) or the first only (paper)", choices=("both", "first")),
+    "pair": Option(
+        "pair", "str", "independent",
+        "independent: a quarter turn per clip (the paper); same: one turn for both clips of a pair (beyond the paper: "
+        "keeps the clips' relative geometry for STOR)",
+        choices=("independent", "same"),
+    ),
 }
 
 
@@ -50,21 +59,25 @@ class RotTask(PretextTask):
     phases = frozenset({"per_clip"})
     writes = frozenset({"rot90"})
 
-    def __init__(self, clips: str = "both"):
-        super().__init__(clips=clips)
+    def __init__(self, clips: str = "both", pair: str = "independent"):
+        super().__init__(clips=clips, pair=pair)
         if clips not in ("both", "first"):
             raise ValueError(f"rot.clips must be both or first, got {clips!r}")
+        if pair not in ("independent", "same"):
+            raise ValueError(f"rot.pair must be independent or same, got {pair!r}")
         self.clips = 2 if clips == "both" else 1
+        self.same_turn = pair == "same"
 
     def label_classes(self) -> dict[str, int]:
         """Four quarter turns."""
         return {"rot.clips": 4}
 
     def plan_step(self, phase: str, plan: PairPlan, rng: np.random.Generator) -> None:
-        """``plan.rot90`` and ``"rot.clips"`` int64[2], uniform in 0..3 per clip."""
+        """``plan.rot90`` and ``"rot.clips"`` int64[2], uniform in 0..3 per clip (``pair=same``:
+        one draw for both)."""
         if phase != "per_clip":
             return
-        plan.rot90 = rng.integers(0, 4, size=2).astype(np.int64)
+        plan.rot90 = (np.repeat(rng.integers(0, 4), 2) if self.same_turn else rng.integers(0, 4, size=2)).astype(np.int64)
         plan.labels["rot.clips"] = plan.rot90.copy()
 
     def device_transform(self, clips: torch.Tensor, batch: PlanBatch) -> torch.Tensor:

@@ -79,6 +79,14 @@ OPTIONS: dict[str, Option] = {
         True,
         "with one part only, keep the rest of the two clips the same (temporal: crop, flip, colour; spatial: frames)",
     ),
+    "share": Option(
+        "share",
+        "list[str]",
+        [],
+        "beyond the paper: also keep these per-clip draws equal in both clips (flip, photometric), so the "
+        "clips differ only in time, box and rotation; helps STOR learn at small scale",
+        choices=("flip", "photometric"),
+    ),
 }
 
 #: What one part alone asks the sampler to keep equal in both clips (``isolate``).
@@ -142,8 +150,11 @@ class StorTask(PretextTask):
         decorrelate: bool = False,
         isolate: bool = True,
         fusion: str = "pooled",
+        share: Sequence[str] = (),
     ):
-        super().__init__(candidates=candidates, parts=list(parts), decorrelate=decorrelate, isolate=isolate, fusion=fusion)
+        super().__init__(
+            candidates=candidates, parts=list(parts), decorrelate=decorrelate, isolate=isolate, fusion=fusion, share=list(share)
+        )
         self.n = int(candidates)
         if self.n < 2:
             raise ValueError(f"stor.candidates must be at least 2, got {self.n}")
@@ -161,7 +172,10 @@ class StorTask(PretextTask):
         self.uses_feature_maps = self.fusion != "pooled"
         self.phases = frozenset(self.parts)
         self.writes = frozenset({"temporal": "idx", "spatial": "boxes"}[p] for p in self.parts)
-        self.shared = ISOLATED_SHARED.get(self.parts, frozenset()) if isolate else frozenset()
+        bad = [f for f in share if f not in ("flip", "photometric")]
+        if bad:
+            raise ValueError(f"stor.share may name flip and photometric, got {bad[0]!r}")
+        self.shared = (ISOLATED_SHARED.get(self.parts, frozenset()) if isolate else frozenset()) | frozenset(share)
 
     # description ----------------------------------------------------------------------
     @property
@@ -273,11 +287,12 @@ class StorTask(PretextTask):
         """
         if self.fusion == "pooled":
             z = torch.cat([y1, y2], dim=1)
-            return {f"stor.{p}": F.cross_entropy(head[p](z), labels[f"stor.{p}"].long()) for p in self.parts}
-        if maps is None:
+            logits = {p: head[p](z) for p in self.parts}
+        elif maps is None:
             raise ValueError(f"stor.fusion={self.fusion} needs the clips' feature maps (loss(..., maps=(m1, m2)))")
-        m1, m2 = maps
-        return {f"stor.{p}": F.cross_entropy(head[p](m1, m2), labels[f"stor.{p}"].long()) for p in self.parts}
+        else:
+            logits = {p: head[p](*maps) for p in self.parts}
+        return {f"stor.{p}": F.cross_entropy(logits[p], labels[f"stor.{p}"].long()) for p in self.parts}
 
 
 @hookimpl

@@ -19,8 +19,8 @@ def independent_ce(logits, target):
     return -log_p[torch.arange(len(target)), target].mean()
 
 
-def plans(count: int, rot_first: bool | None = None) -> list[PairPlan]:
-    task, out = RotTask(), []
+def plans(count: int, rot_first: bool | None = None, pair: str = "independent") -> list[PairPlan]:
+    task, out = RotTask(pair=pair), []
     for i in range(count):
         plan = PairPlan(video=i, num_frames=8, frame_wh=(8, 8), T=2)
         plan.idx = np.zeros((2, 2), np.int64)
@@ -36,7 +36,7 @@ def test_registers_rot_with_weight_one():
     rot_mod.register_pretext_tasks(register=specs.append)
     (spec,) = specs
     assert spec.name == "rot" and spec.default_weight == 1.0
-    assert {k: o.default for k, o in spec.options.items()} == {"clips": "both"}
+    assert {k: o.default for k, o in spec.options.items()} == {"clips": "both", "pair": "independent"}
 
 
 def test_plan_step_draws_a_quarter_turn_per_clip_as_label():
@@ -44,6 +44,17 @@ def test_plan_step_draws_a_quarter_turn_per_clip_as_label():
     r = np.stack([p.rot90 for p in ps])
     assert all(np.array_equal(p.labels["rot.clips"], p.rot90) for p in ps)
     assert set(r.ravel().tolist()) == {0, 1, 2, 3} and (r[:, 0] != r[:, 1]).any()
+
+
+def test_pair_same_draws_one_uniform_quarter_turn_for_both_clips():
+    r = np.stack([p.rot90 for p in plans(400, pair="same")])
+    assert (r[:, 0] == r[:, 1]).all() and set(r[:, 0].tolist()) == {0, 1, 2, 3}
+    assert np.bincount(r[:, 0], minlength=4).min() > 70  # uniform: 100 expected per class
+
+
+def test_unknown_pair_mode_is_refused():
+    with pytest.raises(ValueError, match="rot.pair"):
+        RotTask(pair="mirror")
 
 
 def test_device_transform_matches_np_rot90_per_sample_and_clip():

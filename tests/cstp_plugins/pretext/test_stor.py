@@ -36,6 +36,7 @@ def test_registers_stor_with_weight_one_and_its_options():
         "decorrelate": False,
         "isolate": True,
         "fusion": "pooled",
+        "share": [],
     }
     task = spec.build(**resolve_options(spec.options, {"candidates": "4", "parts": "spatial", "decorrelate": "true"}, "stor"))
     assert task.n == 4 and task.parts == ("spatial",) and task.decorrelate
@@ -107,6 +108,24 @@ def test_one_part_asks_the_sampler_to_share_the_other_parts_fields():
     assert StorTask(parts=["spatial"]).shared == {"idx"}
     assert StorTask().shared == frozenset()
     assert StorTask(parts=["temporal"], isolate=False).shared == frozenset()
+
+
+def test_share_asks_the_sampler_to_keep_flip_and_colour_equal_with_both_parts():
+    assert StorTask(share=["flip", "photometric"]).shared == {"flip", "photometric"}
+    assert StorTask(parts=["spatial"], share=["flip"]).shared == {"idx", "flip"}
+    with pytest.raises(ValueError, match="stor.share"):
+        StorTask(share=["boxes"])
+
+
+def test_shared_flip_and_colour_reach_the_plans():
+    from cstp_cli.plans.sampling import PairSampler
+
+    sampler = PairSampler([StorTask(share=["flip", "photometric"])], T=4, photometric_p=1.0)
+    for i in range(40):
+        plan = sampler.plan(i, 64, (48, 36), np.random.default_rng(i))
+        assert plan.flip[0] == plan.flip[1]
+        assert all(np.array_equal(v[0], v[1]) for v in plan.photometric.values())
+        assert plan.labels["stor.spatial"].shape == ()  # STOR's own draws are untouched
 
 
 def test_describes_its_mode_tag_rates_and_label_classes():
