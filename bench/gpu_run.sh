@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The prepared GPU run (about 8 minutes on one H200): CUDA checks, nvJPEG decode parity, then
+# The prepared GPU run (about 5 minutes on one H200): CUDA checks, nvJPEG decode parity, then
 # pretraining throughput of r21d at B = 60, bf16 from a raw and from a jpeg cache (issue 14: jpeg
 # >= 0.9x raw), with the host syncs of 3 steps counted, and the compiled step against a compiled
 # bare loop, with recompiles and graph breaks counted. Needs no network and no PyAV (frames are

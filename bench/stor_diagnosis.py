@@ -58,7 +58,6 @@ class Row:
     """One controlled change: settings over BASE, whether the clips are tied, the head."""
 
     name: str
-    why: str = ""  # filled in by hand after a run: one sentence on why the row came out so
     flags: dict[str, Any] = field(default_factory=dict)
     tie: bool = True
     fusion: str = "corr"
@@ -304,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 #: One sentence per row on why it came out so (written after reading the run of 2026-12-04; keyed by row letter).
-WHY_BY_LETTER: dict[str, str] = {
+WHY: dict[str, str] = {
     "A": "The paper's head on globally pooled features cannot compare where things are, and with a per-clip "
          "flip and colour even the matcher finds the spatial label only 40 % of the time: chance for both parts.",
     "B": "Tying the clips makes the signal clean (matcher 78-92 % / 100 %), but global pooling still throws away "
@@ -338,7 +337,6 @@ WHY_BY_LETTER: dict[str, str] = {
     "W": "Four temporal cells (16 frames) do not rescue temporal on the joint pairs in 120 steps (one seed).",
     "X": "Larger maps (48-pixel clips) do not rescue temporal on the joint pairs either (one seed).",
 }
-WHY: dict[str, str] = {row.name: WHY_BY_LETTER.get(row.name.split(".")[0], row.why) for row in ROWS}
 
 #: The cpu-synthetic preset's choice, measured with full `cstp pretrain` runs (not rerun by this script).
 PRESET_NOTES = """## What the cpu-synthetic preset takes from this (issue 12 item 5)
@@ -399,7 +397,7 @@ def write(dest: Path, results: list[dict[str, Any]], seconds: float, steps: int)
         "",
         "## Why each row came out so",
         "",
-        *[f"- **{rec['row'].split('.')[0]}.** {WHY[rec['row']]}" for rec in results if WHY.get(rec["row"])],
+        *[f"- **{letter}.** {WHY[letter]}" for letter in (rec["row"].split(".")[0] for rec in results) if letter in WHY],
         "",
         PRESET_NOTES,
     ])

@@ -49,7 +49,7 @@ def rotate_clips(clips: torch.Tensor, quarter_turns: torch.Tensor, skip: torch.T
     out = clips
     for k in (1, 2, 3):
         out = torch.where(turns == k, torch.rot90(clips, k, dims=(-2, -1)), out)
-    return out if out is not clips else clips.clone()
+    return out
 
 
 class RotTask(PretextTask):

@@ -56,6 +56,8 @@ from .stor_heads import FUSIONS, build_head
 from cstp_cli.hookspecs import hookimpl
 
 PARTS = ("spatial", "temporal")
+#: The per-clip plan fields ``stor.share`` may keep equal in both clips.
+SHAREABLE = ("flip", "photometric")
 RRC_TRIES = 10  # size draws for a decorrelated box 1, as many as the core crop (METHOD §2.3)
 PLACEMENT_TRIES = 10
 MAX_BOX_REDRAWS = 1000
@@ -85,7 +87,7 @@ OPTIONS: dict[str, Option] = {
         [],
         "beyond the paper: also keep these per-clip draws equal in both clips (flip, photometric), so the "
         "clips differ only in time, box and rotation; helps STOR learn at small scale",
-        choices=("flip", "photometric"),
+        choices=SHAREABLE,
     ),
 }
 
@@ -172,9 +174,9 @@ class StorTask(PretextTask):
         self.uses_feature_maps = self.fusion != "pooled"
         self.phases = frozenset(self.parts)
         self.writes = frozenset({"temporal": "idx", "spatial": "boxes"}[p] for p in self.parts)
-        bad = [f for f in share if f not in ("flip", "photometric")]
+        bad = [f for f in share if f not in SHAREABLE]
         if bad:
-            raise ValueError(f"stor.share may name flip and photometric, got {bad[0]!r}")
+            raise ValueError(f"stor.share may name {' and '.join(SHAREABLE)}, got {bad[0]!r}")
         self.shared = (ISOLATED_SHARED.get(self.parts, frozenset()) if isolate else frozenset()) | frozenset(share)
 
     # description ----------------------------------------------------------------------
@@ -287,12 +289,11 @@ class StorTask(PretextTask):
         """
         if self.fusion == "pooled":
             z = torch.cat([y1, y2], dim=1)
-            logits = {p: head[p](z) for p in self.parts}
-        elif maps is None:
+            return {f"stor.{p}": F.cross_entropy(head[p](z), labels[f"stor.{p}"].long()) for p in self.parts}
+        if maps is None:
             raise ValueError(f"stor.fusion={self.fusion} needs the clips' feature maps (loss(..., maps=(m1, m2)))")
-        else:
-            logits = {p: head[p](*maps) for p in self.parts}
-        return {f"stor.{p}": F.cross_entropy(logits[p], labels[f"stor.{p}"].long()) for p in self.parts}
+        m1, m2 = maps
+        return {f"stor.{p}": F.cross_entropy(head[p](m1, m2), labels[f"stor.{p}"].long()) for p in self.parts}
 
 
 @hookimpl

@@ -1,25 +1,8 @@
 """bench/learning_signal.py (issue 4 item 7): the statistics, the step count and the smoke run."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "learning_signal.py"
-
-
-@pytest.fixture(scope="module")
-def ls():
-    spec = importlib.util.spec_from_file_location("learning_signal", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 def runs(values):
