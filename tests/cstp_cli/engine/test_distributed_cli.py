@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -23,20 +22,14 @@ from cstp_cli.data.memcache import render_videos, write_cache
 TINY = ["--width", "tiny", "--frames", "4", "--clip-size", "32", "--workers", "0", "--device", "cpu", "-q"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run(args: list[str], ranks: int, cwd: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CSTP_CACHE_DIR": str(cwd / "cachedir")}
     if ranks == 1:
         cmd = [sys.executable, "-m", "cstp_cli", *args]
     else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={ranks}", "--master-addr", "127.0.0.1",
-               "--master-port", str(free_port()), "-m", "cstp_cli", *args]
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
+        # --standalone: torchrun binds its own free rendezvous port (no race with a port picked here)
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}", "-m", "cstp_cli", *args]
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=240, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
 
 
