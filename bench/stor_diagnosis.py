@@ -472,7 +472,7 @@ WHY: dict[str, str] = {
     "S": "With both parts at once the box moves as well as the time: spatial still learns at every temporal "
          "offset, temporal stays at chance for every spatial label, even for equal boxes (k_s = 0, a fifth of the "
          "pairs); yet the matcher that also searches the shift finds 64 % of the offsets in the pixels: the signal "
-         "is there, but object motion (0.3-0.8 clip pixels per frame) is smaller than the misregistration a box "
+         "is there, but object and background motion (about 0.3-0.9 clip pixels per frame at pace 1) is smaller than the misregistration a box "
          "shift leaves on 4×4 maps.",
     "U": "As S with colour per clip: spatial learns less, temporal stays at chance, and the matcher drops to 27 % "
          "(a per-clip hue and saturation change defeats pixel matching).",
@@ -514,8 +514,10 @@ are learnt at all (row Z: 1.46 after 120 steps), and the pixels still carry the 
 the others (the shifted matcher: 64 %) at sub-cell scale. Row Y's time-kept cnn4 and profile
 head in the full objective left temporal at 1.60 and stalled pace (2.17), so the preset does
 not take them. Not solved: issue 12's target of 1.45 for both terms is met by the spatial
-term only. Also tried and dropped (no
-gain in these runs): a cost volume maximised over the 8 symmetries of the square map
+term only. Also tried and dropped (no gain in these runs): row S at pace 4 only, four times
+the motion per offset (temporal 1.63 at every spatial label, one seed); row Z's head on
+spatially pooled per-frame features or on spatially smoothed maps (1.62 each, one seed);
+a cost volume maximised over the 8 symmetries of the square map
 (spatial 1.60, temporal 1.62 in the full run), a temporal head reading the volume at the
 best-matching spatial shift or on spatially pooled maps (row S: 1.63 either way), and letting
 each pair vary one part only, the other part's clips equal (full run: spatial 1.27, temporal
