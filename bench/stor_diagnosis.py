@@ -145,6 +145,20 @@ def oracle_temporal(x1: torch.Tensor, x2: torch.Tensor, n: int) -> torch.Tensor:
     return torch.stack(costs, 1).argmin(1)
 
 
+def shifted_overlaps(a: torch.Tensor, b: torch.Tensor, min_frac: float):
+    """Every pixel shift of ``b`` against ``a`` (both ``[..., S, S]``) whose overlap covers at
+    least ``min_frac`` of the area: yields ``(fraction, a's overlap, b's overlap)``."""
+    side = a.shape[-1]
+    for uy in range(-side + 1, side):
+        for ux in range(-side + 1, side):
+            oh, ow = side - abs(uy), side - abs(ux)
+            frac = oh * ow / side**2
+            if frac < min_frac:
+                continue
+            yield (frac, a[..., max(uy, 0): max(uy, 0) + oh, max(ux, 0): max(ux, 0) + ow],
+                   b[..., max(-uy, 0): max(-uy, 0) + oh, max(-ux, 0): max(-ux, 0) + ow])
+
+
 def oracle_spatial(x1: torch.Tensor, x2: torch.Tensor, n: int, side: int = 16) -> torch.Tensor:
     """Predicted spatial labels ``int64[B]``: best pixel shift → overlap fraction → nearest rate."""
     B = x1.shape[0]
@@ -154,18 +168,11 @@ def oracle_spatial(x1: torch.Tensor, x2: torch.Tensor, n: int, side: int = 16) -
     best_rate = torch.ones(B)
     for b in (x2, x2.flip(-1)):
         b = F.interpolate(b.flatten(1, 2), size=(side, side), mode="area")
-        for uy in range(-side + 1, side):
-            for ux in range(-side + 1, side):
-                oh, ow = side - abs(uy), side - abs(ux)
-                frac = oh * ow / side**2
-                if frac < 0.5 / n:
-                    continue
-                p = a[:, :, max(uy, 0): max(uy, 0) + oh, max(ux, 0): max(ux, 0) + ow]
-                q = b[:, :, max(-uy, 0): max(-uy, 0) + oh, max(-ux, 0): max(-ux, 0) + ow]
-                cost = (_standardise(p) - _standardise(q)).abs().mean((1, 2, 3))
-                better = cost < best_cost
-                best_cost = torch.where(better, cost, best_cost)
-                best_rate = torch.where(better, torch.full_like(best_rate, frac), best_rate)
+        for frac, p, q in shifted_overlaps(a, b, 0.5 / n):
+            cost = (_standardise(p) - _standardise(q)).abs().mean((1, 2, 3))
+            better = cost < best_cost
+            best_cost = torch.where(better, cost, best_cost)
+            best_rate = torch.where(better, torch.full_like(best_rate, frac), best_rate)
     return (best_rate[:, None] - rates[None, :]).abs().argmin(1)
 
 
@@ -189,15 +196,9 @@ def oracle_temporal_shifted(x1: torch.Tensor, x2: torch.Tensor, n: int, side: in
         for k in range(n):
             d = delta_steps(k, n, T)
             for p1, q1 in ((a[:, :, d:], b[:, :, : T - d]), (a[:, :, : T - d], b[:, :, d:])):
-                for uy in range(-side + 1, side):
-                    for ux in range(-side + 1, side):
-                        oh, ow = side - abs(uy), side - abs(ux)
-                        if oh * ow < 0.12 * side * side:
-                            continue
-                        p = p1[..., max(uy, 0): max(uy, 0) + oh, max(ux, 0): max(ux, 0) + ow]
-                        q = q1[..., max(-uy, 0): max(-uy, 0) + oh, max(-ux, 0): max(-ux, 0) + ow]
-                        cost = (_standardise(p) - _standardise(q)).abs().mean((1, 2, 3, 4))
-                        best[:, k] = torch.minimum(best[:, k], cost)
+                for _, p, q in shifted_overlaps(p1, q1, 0.12):
+                    cost = (_standardise(p) - _standardise(q)).abs().mean((1, 2, 3, 4))
+                    best[:, k] = torch.minimum(best[:, k], cost)
     return best.argmin(1)
 
 
@@ -472,8 +473,8 @@ WHY: dict[str, str] = {
     "S": "With both parts at once the box moves as well as the time: spatial still learns at every temporal "
          "offset, temporal stays at chance for every spatial label, even for equal boxes (k_s = 0, a fifth of the "
          "pairs); yet the matcher that also searches the shift finds 64 % of the offsets in the pixels: the signal "
-         "is there, but object and background motion (about 0.3-0.9 clip pixels per frame at pace 1) is smaller than the misregistration a box "
-         "shift leaves on 4×4 maps.",
+         "is there, but object and background motion (about 0.3-0.9 clip pixels per frame at pace 1) is smaller "
+         "than the misregistration a box shift leaves on 4×4 maps.",
     "U": "As S with colour per clip: spatial learns less, temporal stays at chance, and the matcher drops to 27 % "
          "(a per-clip hue and saturation change defeats pixel matching).",
     "V": "The concat head does worse than corr on the joint pairs: spatial near chance (1.58), temporal at chance.",
