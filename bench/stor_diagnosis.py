@@ -498,32 +498,61 @@ Full default objective (BYOL 0.1 + STOR + rot + pace, augmentation pace,rot), ba
 | `cstp pretrain` with | stor.spatial | stor.temporal | rot | pace | byol |
 |---|---|---|---|---|---|
 | (the preset before: fusion corr) | 1.58 | 1.62 | 0.48 | 1.51 | 1.80 |
-| `--set stor.share=flip --set rot.pair=same` (**the preset now**; a fresh bare run: 2 min 10 s with generating and caching the set) | **1.23** | 1.62 | 0.50 | 1.43 | 1.58 |
-| `--set stor.share=flip,photometric --set rot.pair=same` (stopped at step 183) | 1.18 | 1.67 | 0.85 | 2.26 | 1.20 |
+| `--set stor.share=flip --set rot.pair=same` (**the preset now**; a fresh bare run with generating and caching the set: 2 min 10 s on 2026-12-04, 3 min 24 s on 2026-12-07 on another idle 2-core machine, where the commit of 2026-12-04 trains at the same speed as today's, 100 pairs/s) | **1.23** | 1.62 | 0.50 | 1.43 | 1.58 |
+| the same, rerun 2026-12-07 | 1.22 | 1.62 | 0.49 | 1.51 | 1.63 |
+| the preset now for 1200 steps (`--epochs 100`, 7 min 31 s; 2026-12-07) | 0.88 | 1.61 | 0.36 | 0.99 | 1.12 |
+| `--set stor.share=flip,photometric --set rot.pair=same` (colour shared too; 2026-12-07) | 0.97 | 1.62 | 0.55 | 1.54 | 1.04 |
 | the preset now with `--contrastive none` | 1.20 | 1.63 | 0.51 | 1.45 | — |
 | the preset now with `--pretext stor=2,rot,pace` | 1.19 | 1.61 | 0.56 | 1.95 | 1.60 |
 | the preset now with rows Y-Z's time-kept cnn4 and profile head (bench-local, patched in; 2026-12-06) | 1.24 | 1.60 | 0.50 | 2.17 | 1.55 |
+| the same with colour shared too (`stor.share=flip,photometric`; 2026-12-07) | 0.96 | 1.55 | 0.55 | 2.18 | 0.94 |
+| the preset now with both STOR heads on cnn4's conv3 map before its pool (64×4×8×8), temporal by row Y's profile head (bench-local; 2026-12-07) | 1.31 | 1.60 | 0.51 | 1.80 | 1.64 |
 
 Sharing the flip and the quarter turn within a pair (rows N, R) lets spatial STOR learn in the
-full objective; sharing colour as well helps STOR further but lets BYOL match the two views by
-colour (its loss falls to 1.2) while pace stays at chance, so colour stays per clip. Temporal
-STOR does not learn in the joint objective at this budget: rows S-Z show that once the box
-moves too (both parts at once) the temporal term stays at chance whatever the head, clip size
-or frame count, while alone (C, E, Q, R) it reaches about 1.3 (0.66 with row Y's head). The
-split by spatial label says where it fails: only pairs with equal boxes (k_s = 0, a fifth)
-are learnt at all (row Z: 1.46 after 120 steps), and the pixels still carry the offset for
-the others (the shifted matcher: 64 %) at sub-cell scale. Row Y's time-kept cnn4 and profile
-head in the full objective left temporal at 1.60 and stalled pace (2.17), so the preset does
-not take them. Not solved: issue 12's target of 1.45 for both terms is met by the spatial
-term only. Also tried and dropped (no gain in these runs): row S at pace 4 only, four times
-the motion per offset (temporal 1.63 at every spatial label, one seed); row Z's head on
-spatially pooled per-frame features or on spatially smoothed maps (1.62 each, one seed);
-a cost volume maximised over the 8 symmetries of the square map
-(spatial 1.60, temporal 1.62 in the full run), a temporal head reading the volume at the
+full objective. Sharing colour as well helps spatial STOR further (0.97) but not temporal
+(1.62), and lets BYOL match the two views by colour (its loss falls to 1.04), so colour stays
+per clip. (An earlier run with colour shared, stopped at step 183, had pace at chance; run to
+the end pace learns, 1.54.) Temporal STOR does not learn in the joint objective, and not for
+lack of steps: three times the budget takes every other term much further (spatial 0.88,
+pace 0.99) and leaves temporal at 1.61. Rows S-Z show that once the box moves too (both parts
+at once) the temporal term stays at chance whatever the head, clip size or frame count, while
+alone (C, E, Q, R) it reaches about 1.3 (0.66 with row Y's head). The split by spatial label
+says where it fails: only pairs with equal boxes (k_s = 0, a fifth) are learnt at all (row Z:
+1.46 after 120 steps), and the pixels still carry the offset for the others (the shifted
+matcher: 64 %) at sub-cell scale. On exactly the clips of the full objective (pace and rot
+augmentation, one turn and flip per pair, both parts; 4 batches, one seed) the shifted matcher
+finds the temporal label for 33 % of the pairs with colour per clip (the preset) and 75 % with
+colour shared; on luma gradients, which a per-clip hue and saturation change leaves mostly
+intact, 46 % and 82 % (row U: 26 % raw, 38 % on gradients; row S: 64 % and 66 %). So with
+colour per clip little of the label survives in the pixels, and with colour shared it is
+there for most pairs yet the network still does not learn it. Row Y's time-kept cnn4 and
+profile head in the full objective left temporal at 1.60 and stalled pace (2.17); with colour
+shared too temporal reached 1.55, the lowest of any full run, but pace stayed at chance (2.18)
+and BYOL took the colour shortcut (0.94), so the preset does not take them. Reading the finer
+conv3 map (t = 4, 8×8) instead of conv4's left temporal at 1.60 and slowed spatial (1.31) and
+pace (1.80). Not solved: issue 12's target of 1.45 for both terms is met by the
+spatial term only. Also tried and dropped (no gain in these runs): row S at pace 4 only, four
+times the motion per offset (temporal 1.63 at every spatial label, one seed); a synthetic set
+whose background does not drift (a static camera; rows S and Z temporal 1.627 and 1.629, k_s = 0
+1.64 and 1.57, matcher 62 %, one seed); row Z with conv4 maps of 8×8×8 (no pools after conv3)
+and the profile head's best match taken only over shifts that overlap at least 15 % (temporal
+1.589: k_s = 0 1.44, the others 1.59-1.64, at half the step rate; the restriction alone on 4×4
+maps 1.607); the corr head on maps standardised per clip and channel (row U: spatial 1.363,
+temporal 1.635, unchanged); row Z's head on spatially pooled per-frame features or on spatially
+smoothed maps (1.62 each, one seed); a cost volume maximised over the 8 symmetries of the square
+map (spatial 1.60, temporal 1.62 in the full run), a temporal head reading the volume at the
 best-matching spatial shift or on spatially pooled maps (row S: 1.63 either way), and letting
 each pair vary one part only, the other part's clips equal (full run: spatial 1.27, temporal
 1.62; with colour shared too temporal reached 1.51, but pace stayed at 2.03 and BYOL fell to
 0.92, the colour shortcut again).
+
+The probes dated 2026-12-07 rerun with `bench/stor_probes.py` (one seed each):
+`full --epochs 100` (three times the budget); `full --set stor.share=flip,photometric`;
+`full --variant profile --set stor.share=flip,photometric`; `full --variant conv3`;
+`oracle --clips full --share flip` (or `flip,photometric`; `--features gradients` for luma
+gradients) and `oracle --clips U --features gradients`; `static-synth DIR`, then
+`row S --data DIR` and `row Z --data DIR`; `row Z --variant fine`; `row U --variant centred`
+(`--part spatial` and `temporal`).
 """
 
 

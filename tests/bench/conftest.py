@@ -32,3 +32,9 @@ def ls():
 def diag():
     """``bench/stor_diagnosis.py``."""
     yield from load_bench("stor_diagnosis")
+
+
+@pytest.fixture(scope="module")
+def probes():
+    """``bench/stor_probes.py``."""
+    yield from load_bench("stor_probes")
