@@ -514,7 +514,8 @@ full objective. Sharing colour as well helps spatial STOR further (0.97) but not
 per clip. (An earlier run with colour shared, stopped at step 183, had pace at chance; run to
 the end pace learns, 1.54.) Temporal STOR does not learn in the joint objective, and not for
 lack of steps: three times the budget takes every other term much further (spatial 0.88,
-pace 0.99) and leaves temporal at 1.61. Rows S-Z show that once the box moves too (both parts
+pace 0.99) and leaves temporal at 1.61, and row S run four times as long (480 steps, one seed)
+ends at 1.618 (k_s = 0: 1.61). Rows S-Z show that once the box moves too (both parts
 at once) the temporal term stays at chance whatever the head, clip size or frame count, while
 alone (C, E, Q, R) it reaches about 1.3 (0.66 with row Y's head). The split by spatial label
 says where it fails: only pairs with equal boxes (k_s = 0, a fifth) are learnt at all (row Z:
@@ -551,7 +552,7 @@ The probes dated 2026-12-07 rerun with `bench/stor_probes.py` (one seed each):
 `full --variant profile --set stor.share=flip,photometric`; `full --variant conv3`;
 `oracle --clips full --share flip` (or `flip,photometric`; `--features gradients` for luma
 gradients) and `oracle --clips U --features gradients`; `static-synth DIR`, then
-`row S --data DIR` and `row Z --data DIR`; `row Z --variant fine`; `row U --variant centred`
+`row S --data DIR` and `row Z --data DIR`; `row S --steps 480`; `row Z --variant fine`; `row U --variant centred`
 (`--part spatial` and `temporal`).
 """
 
