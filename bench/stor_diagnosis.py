@@ -217,22 +217,31 @@ class ProfileHead(nn.Module):
     (clip 2 lies either side), ``float[B, t]``; that profile and its difference to |dt| = 0,
     zero-padded to ``2·t_max`` → BN → ``Linear-BN-ReLU-Linear`` → logits ``float[B, n]``.
     With maps that keep the time axis the best-matching dt *is* the offset δ_k.
+    ``min_overlap`` > 0 takes the best match only over spatial shifts whose overlap covers at
+    least that fraction of the ``h×w`` map (``bench/stor_probes.py``'s ``fine`` variant).
     """
 
-    def __init__(self, feature_dim: int, n: int, t_max: int = 8):
+    def __init__(self, feature_dim: int, n: int, t_max: int = 8, min_overlap: float = 0.0):
         super().__init__()
         from cstp_cli.api import pretext_head
 
         self.t_max = int(t_max)
+        self.min_overlap = float(min_overlap)
         self.mlp = nn.Sequential(nn.BatchNorm1d(2 * self.t_max), pretext_head(2 * self.t_max, 2 * int(feature_dim), n))
 
-    def forward(self, m1: torch.Tensor, m2: torch.Tensor) -> torch.Tensor:
+    def profile(self, m1: torch.Tensor, m2: torch.Tensor) -> torch.Tensor:
+        """Best cosine match per time shift, folded to |dt| = 0..t−1: ``float[B, t]``."""
         from cstp_plugins.pretext.stor_heads import cost_volume
 
-        vol = cost_volume(m1, m2)
-        t = (vol.shape[1] + 1) // 2
-        profile = vol.flatten(2).amax(2)  # [B, 2t−1]
-        folded = torch.maximum(profile[:, t - 1:], profile[:, :t].flip(1))  # [B, t]
+        vol = cost_volume(m1, m2)  # [B, 2t−1, 2h−1, 2w−1]
+        t, h, w = ((s + 1) // 2 for s in vol.shape[1:])
+        dy, dx = torch.arange(-h + 1, h), torch.arange(-w + 1, w)
+        frac = ((h - dy.abs())[:, None] * (w - dx.abs())[None, :]).float() / (h * w)
+        best = vol.flatten(2)[:, :, (frac >= self.min_overlap).flatten().to(vol.device)].amax(2)  # [B, 2t−1]
+        return torch.maximum(best[:, t - 1:], best[:, :t].flip(1))
+
+    def forward(self, m1: torch.Tensor, m2: torch.Tensor) -> torch.Tensor:
+        folded = self.profile(m1, m2)
         z = torch.cat([folded, folded - folded[:, :1]], 1)[:, : 2 * self.t_max]
         return self.mlp(F.pad(z, (0, 2 * self.t_max - z.shape[1])))
 

@@ -7,7 +7,7 @@ Bench-local variants of the model (nothing here changes the package), each a con
   :class:`stor_diagnosis.ProfileHead`;
 * ``fine`` — cnn4 with no pool after conv3 (tiny conv4 maps 128×8×8×8 for 8×32² clips) and a
   profile head whose best spatial match is taken only over shifts that overlap at least
-  :data:`MIN_OVERLAP` of the map;
+  :data:`MIN_OVERLAP` of the map (``ProfileHead(min_overlap=...)``);
 * ``conv3`` — the shipped cnn4, but both STOR heads read conv3's map before its pool (tiny:
   64×4×8×8) and temporal is read by the profile head;
 * ``centred`` — the corr head's cost volume on maps standardised per clip and channel over
@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import functools
 import json
 import sys
 import tempfile
@@ -53,34 +55,6 @@ FINE_POOLS = {0: (1, 2, 2), 1: (1, 2, 2)}
 CONV3_BLOCK = 4
 #: The diagnosis' own variants (rows Y-Z), kept before :func:`cmd_row` puts :func:`variant` in its place.
 DIAGNOSIS_VARIANT = sd.variant
-
-
-class OverlapProfileHead(sd.ProfileHead):
-    """:class:`stor_diagnosis.ProfileHead` whose best match per time shift is taken only over
-    spatial shifts whose overlap covers at least ``min_overlap`` of the ``h×w`` map.
-
-    Inputs ``m1, m2 float[B, C, t, h, w]``; logits ``float[B, n]``.
-    """
-
-    def __init__(self, feature_dim: int, n: int, t_max: int = 8, min_overlap: float = MIN_OVERLAP):
-        super().__init__(feature_dim, n, t_max)
-        self.min_overlap = float(min_overlap)
-
-    def profile(self, m1: torch.Tensor, m2: torch.Tensor) -> torch.Tensor:
-        """Best cosine match per time shift, folded to |dt| = 0..t−1: ``float[B, t]``."""
-        from cstp_plugins.pretext.stor_heads import cost_volume
-
-        vol = cost_volume(m1, m2)  # [B, 2t−1, 2h−1, 2w−1]
-        t, h, w = ((s + 1) // 2 for s in vol.shape[1:])
-        dy, dx = torch.arange(-h + 1, h), torch.arange(-w + 1, w)
-        frac = ((h - dy.abs())[:, None] * (w - dx.abs())[None, :]).float() / (h * w)
-        best = vol.flatten(2)[:, :, (frac >= self.min_overlap).flatten().to(vol.device)].amax(2)  # [B, 2t−1]
-        return torch.maximum(best[:, t - 1:], best[:, :t].flip(1))
-
-    def forward(self, m1: torch.Tensor, m2: torch.Tensor) -> torch.Tensor:
-        folded = self.profile(m1, m2)
-        z = torch.cat([folded, folded - folded[:, :1]], 1)[:, : 2 * self.t_max]
-        return self.mlp(F.pad(z, (0, 2 * self.t_max - z.shape[1])))
 
 
 def standardised_cost_volume(volume: Callable) -> Callable:
@@ -139,7 +113,8 @@ def variant(name: str | None) -> Iterator[None]:
     from cstp_plugins.pretext.stor import StorTask
 
     if name == "fine":
-        with _patched(CNN4, pools=FINE_POOLS), _patched(StorTask, head=_with_temporal_head(StorTask.head, OverlapProfileHead)):
+        fine_head = _with_temporal_head(StorTask.head, functools.partial(sd.ProfileHead, min_overlap=MIN_OVERLAP))
+        with _patched(CNN4, pools=FINE_POOLS), _patched(StorTask, head=fine_head):
             yield
     elif name == "centred":
         with _patched(stor_heads, cost_volume=standardised_cost_volume(stor_heads.cost_volume)):
@@ -224,11 +199,8 @@ def cmd_full(args: argparse.Namespace, rest: list[str]) -> int:
 
 def cmd_row(args: argparse.Namespace) -> int:
     row = _row(args.letter)
-    if args.data:
-        row.data = args.data
+    row = dataclasses.replace(row, data=args.data or row.data, variant=row.variant if args.variant is None else args.variant)
     work = Path(tempfile.mkdtemp(prefix="cstp-stor-probe-"))
-    if args.variant is not None:
-        row.variant = args.variant
     with _patched(sd, variant=variant):
         r = sd.run_one(row, args.part, args.seed, args.steps, work, args.oracle_batches)
     split = [None if v is None else round(v, 3) for v in r["by_other_label"]]
@@ -239,21 +211,19 @@ def cmd_row(args: argparse.Namespace) -> int:
 
 def cmd_oracle(args: argparse.Namespace) -> int:
     row = full_objective_row(args.share) if args.clips == "full" else _row(args.clips)
-    if args.data:
-        row.data = args.data
+    row = dataclasses.replace(row, data=args.data or row.data)
     feats = luma_gradients if args.features == "gradients" else (lambda x: x)
-    shifted = sd.oracle_temporal_shifted
     work = Path(tempfile.mkdtemp(prefix="cstp-stor-probe-"))
-    with _patched(sd, oracle_temporal_shifted=lambda a, b, n, side=16: shifted(feats(a), feats(b), n, side),
-                  oracle_temporal=_plain(feats, sd.oracle_temporal)):
+    with _patched(sd, oracle_temporal_shifted=_on(feats, sd.oracle_temporal_shifted), oracle_temporal=_on(feats, sd.oracle_temporal)):
         r = sd.run_one(row, "temporal", args.seed, args.batches, work, args.batches)
     print(json.dumps({"clips": row.name, "share": args.share if args.clips == "full" else None,
                       "features": args.features, "temporal_oracle": round(r["oracle"], 3)}))
     return 0
 
 
-def _plain(feats: Callable, oracle: Callable) -> Callable:
-    return lambda a, b, n: oracle(feats(a), feats(b), n)
+def _on(feats: Callable, oracle: Callable) -> Callable:
+    """``oracle`` (a matcher ``(x1, x2, n, ...) -> labels``) run on ``feats`` of the clips."""
+    return lambda a, b, n, *rest: oracle(feats(a), feats(b), n, *rest)
 
 
 def cmd_static_synth(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +97,19 @@ def test_markdown_splits_joint_rows_by_the_other_label(diag, tmp_path):
     rec = {"row": "S. joint", "steps": 3, "seeds": [101], "parts": {"temporal": [run]}}
     diag.write(tmp_path, [rec], 60.0, 3)
     assert "| S | 1.20 | 1.60 | 1.60 | 1.60 | 1.60 | — | — | — | — | — |" in (tmp_path / "stor_diagnosis.md").read_text()
+
+
+def test_overlap_profile_finds_a_shift_only_when_allowed_to(diag):
+    torch.manual_seed(0)
+    m1 = torch.randn(2, 16, 2, 4, 4)
+    m2 = torch.roll(m1, shifts=2, dims=-1)  # the same map, moved by half its width
+    anywhere = diag.ProfileHead(16, 5, min_overlap=0.0).profile(m1, m2)
+    unshifted = diag.ProfileHead(16, 5, min_overlap=1.0).profile(m1, m2)
+    assert anywhere.shape == (2, 2)
+    assert torch.allclose(anywhere[:, 0], torch.ones(2), atol=1e-5)  # the shift is found
+    assert (unshifted[:, 0] < 0.9).all()  # only the zero shift: the maps do not match there
+
+
+def test_overlap_restricted_profile_head_gives_logits(diag):
+    head = diag.ProfileHead(16, 5, min_overlap=0.15)
+    assert head(torch.randn(3, 16, 8, 4, 4), torch.randn(3, 16, 8, 4, 4)).shape == (3, 5)

@@ -15,22 +15,6 @@ def test_luma_gradients_ignore_a_brightness_offset_and_find_an_edge(probes):
     assert g[0, 0, 0, :, 3].min() > 0.9 and g[0, 0, 0, :, :3].abs().max() == 0
 
 
-def test_overlap_profile_finds_a_shift_only_when_allowed_to(probes):
-    torch.manual_seed(0)
-    m1 = torch.randn(2, 16, 2, 4, 4)
-    m2 = torch.roll(m1, shifts=2, dims=-1)  # the same map, moved by half its width
-    anywhere = probes.OverlapProfileHead(16, 5, min_overlap=0.0).profile(m1, m2)
-    unshifted = probes.OverlapProfileHead(16, 5, min_overlap=1.0).profile(m1, m2)
-    assert anywhere.shape == (2, 2)
-    assert torch.allclose(anywhere[:, 0], torch.ones(2), atol=1e-5)  # the shift is found
-    assert (unshifted[:, 0] < 0.9).all()  # only the zero shift: the maps do not match there
-
-
-def test_overlap_profile_head_gives_logits(probes):
-    head = probes.OverlapProfileHead(16, 5)
-    assert head(torch.randn(3, 16, 8, 4, 4), torch.randn(3, 16, 8, 4, 4)).shape == (3, 5)
-
-
 @pytest.mark.parametrize("name", ["fine", "conv3", "centred", "profile"])
 def test_variant_is_undone_on_exit(probes, name):
     from cstp_plugins.backbones.cnn4 import CNN4
