@@ -5,10 +5,11 @@ encoder with one objective, then measures retrieval R@1/R@5 (METHOD §7) and lin
 accuracy (METHOD §6) with the real ``cstp`` commands (run in this process, so imports are
 paid once). Rows: random init (BN statistics re-estimated on train clips — the fair
 baseline), pace alone, rot alone, STOR alone, spatial STOR alone, temporal STOR alone,
-contrastive (BYOL) alone, and the full default objective. Every row with STOR uses the
-cpu-synthetic preset's STOR settings, ``stor.fusion=corr`` and ``stor.share=flip`` (and the full
-row its ``rot.pair=same``; issue 12: the paper's pooled head and per-clip flips and turns keep
-STOR at chance at this scale, ``bench/results/stor_diagnosis.md``). Each trained row also gets its gain over random init per seed (paired
+contrastive (BYOL) alone, and the full default objective. Every row uses the cpu-synthetic
+preset's backbone ``cnn4t`` (cnn4 keeping time) and every row with STOR its STOR settings,
+``stor.fusion=profile`` and ``stor.share=flip`` (and the full row its ``rot.pair=same``; issue 12:
+the paper's pooled head and per-clip flips and turns keep STOR at chance at this scale,
+``bench/results/stor_diagnosis.md``). Each trained row also gets its gain over random init per seed (paired
 difference), with the standard error of that difference; a gain "counts" when it exceeds
 twice its standard error.
 
@@ -72,7 +73,7 @@ class Mode:
     linear_epochs: int
     eval_clips: int
     workers: int
-    backbone: str = "cnn4"
+    backbone: str = "cnn4t"
     width: str = "tiny"
     extra_pretrain: list[str] = field(default_factory=list)
     #: ``--set`` items of every row with STOR (the cpu-synthetic preset's head).
@@ -87,21 +88,23 @@ MODES = {
     # 2·ln 3 = 2.20): tiny r21d stayed at chance at lr 0.03, 0.005 and 0.002; tiny c3d reached
     # 2.20 at lr 0.03 and 0.2, 1.47 at 0.005; cnn4 (the study's 4-layer 0.29 M-parameter 3D CNN)
     # 2.19 at lr 0.03, 1.36 at 0.005 and 1.24 (0.56× chance) at 0.01. Earlier runs:
-    # learning_signal_cpu_r21d.md, learning_signal_cpu_c3d.md.
+    # learning_signal_cpu_r21d.md, learning_signal_cpu_c3d.md. Since issue 12 the backbone is
+    # cnn4t (cnn4 keeping time, the same parameters and recipe) and STOR reads it with the
+    # profile head, as the cpu-synthetic preset does.
     "cpu": Mode("cpu", steps=400, batch=32, frames=8, clip_size=32, size="48x48", classes=10, train_per_class=40,
                 test_per_class=15, video_frames=64, linear_epochs=10, eval_clips=10, workers=1,
-                extra_pretrain=["--lr", "0.01"], stor_sets=["stor.fusion=corr", "stor.share=flip"]),
+                extra_pretrain=["--lr", "0.01"], stor_sets=["stor.fusion=profile", "stor.share=flip"]),
     # The CPU recipe (the one known to learn pace) run 5× longer on 3× the videos: 2,000 steps,
     # 1,200 train / 500 test videos. Not run yet. Tiny r21d at 16×64² clips was the first plan,
     # but it never left chance on pace at any lr tried on the CPU, and 15 runs of it would not
     # fit a 15-minute device lease.
     "gpu": Mode("gpu", steps=2000, batch=32, frames=8, clip_size=32, size="48x48", classes=10, train_per_class=120,
                 test_per_class=50, video_frames=64, linear_epochs=10, eval_clips=10, workers=8,
-                extra_pretrain=["--lr", "0.01"], stor_sets=["stor.fusion=corr", "stor.share=flip"]),
+                extra_pretrain=["--lr", "0.01"], stor_sets=["stor.fusion=profile", "stor.share=flip"]),
     # plumbing only: the first two seeds (a std needs two), 2 steps, a 2-class set of 12 videos
     "smoke": Mode("smoke", steps=2, batch=4, frames=8, clip_size=32, size="48x48", classes=2, train_per_class=4,
                   test_per_class=2, video_frames=32, linear_epochs=1, eval_clips=2, workers=0,
-                  stor_sets=["stor.fusion=corr", "stor.share=flip"]),
+                  stor_sets=["stor.fusion=profile", "stor.share=flip"]),
 }
 
 

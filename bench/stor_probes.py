@@ -19,6 +19,7 @@ Subcommands::
     python bench/stor_probes.py row Z --variant fine --part temporal  # one diagnosis row, one seed
     python bench/stor_probes.py oracle --clips full --share flip --features gradients
     python bench/stor_probes.py static-synth OUT                      # the built-in set, static background
+    python bench/stor_probes.py mottle-synth OUT --change 8 --contrast 0.6   # ... another changing mottle
 
 ``full`` prints the means of the last 50 steps of every loss term; ``row`` the loss, the
 oracle and the loss split by the other part's label; ``oracle`` the accuracy of the
@@ -235,6 +236,15 @@ def cmd_static_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mottle_synth(args: argparse.Namespace) -> int:
+    from cstp_cli.data import synth
+
+    with _patched(synth, MOTTLE_CHANGE=args.change, GRAIN=args.contrast):
+        out = synth.generate(args.out, **synth.DEFAULT_SYNTH, workers=args.workers)
+    print(out)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -259,13 +269,18 @@ def main(argv: list[str] | None = None) -> int:
     syn = sub.add_parser("static-synth", help="the default synthetic set with a static background")
     syn.add_argument("out")
     syn.add_argument("--workers", type=int, default=2)
+    mot = sub.add_parser("mottle-synth", help="the default synthetic set with another background mottle")
+    mot.add_argument("out")
+    mot.add_argument("--change", type=float, default=8.0, help="frames between independent mottle patterns")
+    mot.add_argument("--contrast", type=float, default=0.6, help="mottle contrast (synth.GRAIN)")
+    mot.add_argument("--workers", type=int, default=2)
     args, rest = p.parse_known_args(argv)
     torch.set_num_threads(2)
     if args.cmd != "full" and rest:
         p.error(f"unrecognised arguments: {' '.join(rest)}")
     if args.cmd == "full":
         return cmd_full(args, rest)
-    return {"row": cmd_row, "oracle": cmd_oracle, "static-synth": cmd_static_synth}[args.cmd](args)
+    return {"row": cmd_row, "oracle": cmd_oracle, "static-synth": cmd_static_synth, "mottle-synth": cmd_mottle_synth}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ def pretrain(*, data: str | None, resume: Path | None, config: Path | None, pres
     """Pretrain a video encoder with contrastive learning + pretext tasks (CSTP).
 
     A bare `cstp pretrain` trains on the built-in synthetic dataset with the cpu-synthetic
-    preset (about two minutes on an idle 2-core machine) and prints where the
+    preset (a few minutes on an idle 2-core machine) and prints where the
     checkpoint and metrics are, and the retrieval command that evaluates it.
     """
     from cstp_cli.core.options import parse_sets

@@ -5,14 +5,18 @@ H.264 MP4 videos in the UCF-101 layout, rendered with NumPy.
 textures, lighting, writer) share the seeding scheme and constants below; splitting it would
 spread the one recipe that ``SYNTH_VERSION`` versions over several modules.
 
-*A fair proxy for STOR* (issue 12 item 4, measured on 40 train videos of the default set at
-64×48, luma): 4.2 % of 8×8 patches are flat (std < 2 grey levels), i.e. texture nearly
-everywhere; the mean absolute frame difference grows with the offset (2.6 / 7.7 / 14.8 grey
-levels at 1 / 4 / 13 frames), and a non-learned matcher recovers the label from the clips
-the encoder sees 89 % (spatial) and 100 % (temporal) of the time when only the studied part
-differs (``bench/results/stor_diagnosis.md``). The overlap signal is in the frames, so the
-set was not changed for STOR (version unchanged); what kept STOR at chance was the head and
-the untied clips. Global lighting change is small (1.6 grey levels over 13 frames).
+*A fair proxy for STOR* (issue 12 item 4; ``bench/synth_frames.py`` →
+``bench/results/synth_frames.md``, 40 train videos at 64×48, luma): texture nearly everywhere
+(2.0 % of 8×8 patches flat, std < 2 grey levels), and since v4 the background changes
+*appearance* over time, not only position: its mottle (:func:`mottle`) decorrelates over
+:data:`MOTTLE_CHANGE` = 16 frames, so the background alone, rendered at one camera position,
+differs by 1.6 / 6.1 / 16.2 grey levels between frames 1 / 4 / 13 apart — about as much as
+v3's whole frames changed from motion (2.2 / 7.1 / 14.8). Up to v3 the background was a rigid
+pattern (that change was 0): a time offset then left only a shift of the frame content, which
+looks the same as a shift of the crop box, so once both STOR parts vary in a pair the temporal
+label was hidden (``bench/results/stor_diagnosis.md``, rows S–Z: temporal learnt only for
+equal boxes). Real footage changes appearance over time (non-rigid motion, lighting,
+occlusion); the mottle stands for that, class-independent like the rest of the appearance.
 
 **Classes are motion types** (:data:`CLASS_NAMES`): translate, rotate, circle, zoom in,
 zoom out, zig-zag, bounce, pulsate, shake, accelerate. Each motion has a random direction
@@ -44,7 +48,8 @@ T = 8, n = 5 (METHOD §2: N ≥ s_max·(T − 1 + δ_{n−1}) + 1 = 4·(7 + 6) +
 paces 1–2 with T = 16 (2·(15 + 12) + 1 = 55).
 
 Sizes are width × height. Randomness: scene of group g of class c from
-``default_rng([seed, 1, c, g])``, motion of clip k from ``default_rng([seed, 2, c, g, k])``
+``default_rng([seed, 1, c, g])``, motion of clip k from ``default_rng([seed, 2, c, g, k])``, its background mottle from
+``default_rng([seed, 3, c, g, k])``
 (only the motion *type* depends on c), so output does not depend on the worker count.
 """
 
@@ -64,8 +69,8 @@ import numpy as np
 
 from cstp_cli.errors import DataError
 
-#: Format version of the generated set (bump when rendering changes).
-SYNTH_VERSION = 3
+#: Format version of the generated set (bump when rendering changes; v4: the changing mottle).
+SYNTH_VERSION = 4
 #: Motion types, in label order.
 CLASS_NAMES = (
     "Translate",
@@ -118,6 +123,9 @@ class Motion:
     #: background drift (px, x right / y down), float64 ``[N]`` each
     bx: np.ndarray | None = None
     by: np.ndarray | None = None
+    #: the background mottle's grid per frame, float64 ``[N, 6, 8]`` about ½ (:func:`mottle`);
+    #: None: the scene's fixed ``grain`` grid
+    mottle: np.ndarray | None = None
 
 
 #: Relative spread of every clip's speed factor f ~ U[1 − SPEED_SPREAD, 1 + SPEED_SPREAD]: all
@@ -132,6 +140,9 @@ RADIUS_RANGE = (0.16, 0.2)
 TEXTURE_SCROLL = 0.05
 #: Nominal background drift speed, × min(W, H) per frame (see :func:`sample_motion`).
 BACKGROUND_DRIFT = 0.015
+#: Frames between independent patterns of the background mottle (v4, :func:`mottle`): the
+#: background changes appearance over time, not only position.
+MOTTLE_CHANGE = 16
 
 
 def sample_motion(kind: str, rng: np.random.Generator, frames: int, size: tuple[int, int]) -> dict:
@@ -315,10 +326,13 @@ def _grid(size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     return xs, ys
 
 
-def render_background(bg: dict, size: tuple[int, int], shift: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+def render_background(
+    bg: dict, size: tuple[int, int], shift: tuple[float, float] = (0.0, 0.0), grain: np.ndarray | None = None
+) -> np.ndarray:
     """Background, float32 ``[H·s, W·s, 3]`` in [0, 1] (s = supersampling), its pattern
     moved by ``shift`` = (dx, dy) px (the blotch grid wraps around); the light from the top
-    stays put."""
+    stays put. ``grain`` (``[6, 8]`` about ½; default the scene's ``bg["grain"]``) is the
+    mottle's grid at this frame (:func:`mottle`)."""
     xs, ys = _grid(size)
     L = float(min(size))
     Yf = np.meshgrid(xs, ys)[1]
@@ -335,12 +349,28 @@ def render_background(bg: dict, size: tuple[int, int], shift: tuple[float, float
         mix = _periodic_bilinear(bg["grid"], X, Y, xs, ys)
     mix = mix.astype(np.float32)[..., None]
     img = bg["c1"].astype(np.float32) * (1 - mix) + bg["c2"].astype(np.float32) * mix
-    grain = 1 + GRAIN * (2 * _periodic_bilinear(bg["grain"], X, Y, xs, ys) - 1)
+    grain = 1 + GRAIN * (2 * _periodic_bilinear(bg["grain"] if grain is None else grain, X, Y, xs, ys) - 1)
     return img * (light_ramp(Yf, size[1]) * grain.astype(np.float32))[..., None]
 
 
-#: Contrast of the drifting mottle on every background: brightness × (1 ± GRAIN).
-GRAIN = 0.2
+#: Contrast of the drifting, changing mottle on every background: brightness × (1 ± GRAIN).
+GRAIN = 0.4
+
+
+def mottle(rng: np.random.Generator, frames: int, shape: tuple[int, int] = (6, 8), change: float | None = None) -> np.ndarray:
+    """The background mottle's grid per frame, float64 ``[frames, *shape]`` about ½ (v4).
+
+    Independent uniform key grids every ``change`` frames (default :data:`MOTTLE_CHANGE`; the
+    first at a random phase),
+    blended by ``cos``/``sin`` of the fraction of the way between two keys, so each node keeps a
+    U[0, 1] node's variance about ½ at every frame (values within ½ ± 1/√8) while it
+    decorrelates over about ``change`` frames (correlation 0.92 at ``change/4``, 0.23 at ``change``): a background whose appearance changes over time like foliage, water or
+    moving shadows in real footage, independent of the class (issue 12 item 4).
+    """
+    t = np.arange(frames, dtype=np.float64) / float(change or MOTTLE_CHANGE) + rng.uniform(0, 1)
+    keys = rng.uniform(0, 1, size=(int(t.max(initial=0.0)) + 2, *shape)) - 0.5
+    k, u = t.astype(int), (t - np.floor(t))[:, None, None]
+    return 0.5 + np.cos(u * math.pi / 2) * keys[k] + np.sin(u * math.pi / 2) * keys[k + 1]
 
 
 def _periodic_bilinear(grid: np.ndarray, X: np.ndarray, Y: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
@@ -376,13 +406,14 @@ def light_ramp(y: np.ndarray, height: int) -> np.ndarray:
 
 def render(scene: dict, motion: Motion, radius: float, size: tuple[int, int]) -> np.ndarray:
     """Render the clip: uint8 ``[N, H, W, 3]`` RGB. The object (base ``radius`` px) is drawn
-    at each frame's state in ``motion`` over the static background, anti-aliased by 2×2
+    at each frame's state in ``motion`` over the background (drifted by ``motion.bx/by`` and
+    with ``motion.mottle``'s grid per frame where they are set), anti-aliased by 2×2
     supersampling. Vectorised over frames (chunks of 16)."""
     w, h = size
     s = _SUPERSAMPLE
     xs, ys = _grid(size)
     static = render_background(scene["background"], size)
-    drifts = motion.bx is not None
+    per_frame = motion.bx is not None or motion.mottle is not None
     obj = scene["object"]
     c1, c2 = obj["c1"].astype(np.float32), obj["c2"].astype(np.float32)
     n = motion.cx.shape[0]
@@ -404,14 +435,20 @@ def render(scene: dict, motion: Motion, radius: float, size: tuple[int, int]) ->
         # lit from the top: the object's upper half (in frame coordinates) is brighter
         shade = np.clip(1 - LIGHT * dy / r, 1 - LIGHT, 1 + LIGHT)[..., None]
         colour = (c2 + (c1 - c2) * tex) * shade
-        if drifts:
-            background = np.stack([render_background(scene["background"], size, (motion.bx[i], motion.by[i])) for i in range(sl.start, sl.stop)])
+        if per_frame:
+            background = np.stack([_background_at(scene["background"], size, motion, i) for i in range(sl.start, sl.stop)])
         else:
             background = static[None]
         img = background * (1 - mask) + colour * mask
         img = sum(img[:, i::s, j::s] for i in range(s) for j in range(s)) * (1.0 / (s * s))
         out[sl] = np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
     return out
+
+
+def _background_at(bg: dict, size: tuple[int, int], motion: Motion, i: int) -> np.ndarray:
+    """The background of frame ``i`` of ``motion``: drifted by (bx, by) and with its mottle grid."""
+    shift = (0.0, 0.0) if motion.bx is None else (motion.bx[i], motion.by[i])
+    return render_background(bg, size, shift, None if motion.mottle is None else motion.mottle[i])
 
 
 def render_clip(seed: int, class_index: int, group: int, clip: int, frames: int, size: tuple[int, int]) -> np.ndarray:
@@ -422,6 +459,7 @@ def render_clip(seed: int, class_index: int, group: int, clip: int, frames: int,
     kind = CLASS_NAMES[class_index]
     radius = rng.uniform(*RADIUS_RANGE) * min(size)
     motion = trajectory(kind, sample_motion(kind, rng, frames, size), frames)
+    motion.mottle = mottle(np.random.default_rng([seed, 3, class_index, group, clip]), frames, scene["background"]["grain"].shape)
     return render(scene, motion, radius, size)
 
 

@@ -1,5 +1,6 @@
 """Built-in backbones: r21d (default), c3d, r3d18, r2plus1d18, s3d (METHOD §5), and cnn4, a plain
-four-layer 3D CNN for CPU demonstrations and small-scale studies (not from the paper).
+four-layer 3D CNN for CPU demonstrations and small-scale studies, and cnn4t, the same keeping
+the time axis (neither from the paper).
 
 Each ``build(width="full"|"tiny")`` returns an ``nn.Module`` with ``forward(x) -> float[B, D]``
 (global average), ``features(x) -> float[B, C, t, h, w]`` (the last conv map) and
@@ -62,11 +63,19 @@ SPECS = (
         dynamic_time=True,
         min_frames=cnn4.MIN_FRAMES,
     ),
+    BackboneSpec(
+        name="cnn4t",
+        build=cnn4.build_time_kept,
+        feature_dim=512,
+        description="cnn4 keeping the time axis (maps T×H/8×W/8), for stor.fusion=profile; not from the paper",
+        dynamic_time=True,
+        min_frames=1,
+    ),
 )
 
 
 @hookimpl
 def register_backbones(register):
-    """Register the six built-in backbones."""
+    """Register the seven built-in backbones."""
     for spec in SPECS:
         register(spec)

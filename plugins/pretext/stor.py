@@ -21,8 +21,9 @@ Heads: spatial and temporal, each ``2D → 2D → n`` (Linear-BN-ReLU-Linear) on
 ``cat(y1, y2)``; terms ``"stor.spatial"`` and ``"stor.temporal"`` (cross-entropy each).
 
 Options arrive parsed (the engine resolves ``--set stor.*``); the task checks ranges only.
-Option ``fusion`` (beyond the paper, :mod:`.stor_heads`): ``concat`` or ``corr`` compare the
-two clips' last conv maps before pooling (the task then sets ``uses_feature_maps``).
+Option ``fusion`` (beyond the paper, :mod:`.stor_heads`): ``concat``, ``corr`` or ``profile``
+compare the two clips' last conv maps before pooling (the task then sets ``uses_feature_maps``);
+``profile`` reads the temporal part as a time-shift profile.
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ OPTIONS: dict[str, Option] = {
     ),
     "fusion": Option(
         "fusion", "str", "pooled",
-        "head: pooled (the paper's, on cat(y1, y2)); concat or corr compare the clips' last conv maps before pooling",
+        "head: pooled (the paper's, on cat(y1, y2)); concat or corr compare the clips' last conv maps before "
+        "pooling; profile: corr for spatial, the best match per time shift for temporal (maps that keep time: cnn4t)",
         choices=FUSIONS,
     ),
     "decorrelate": Option(
@@ -272,7 +274,7 @@ class StorTask(PretextTask):
     def head(self, feature_dim: int) -> nn.Module:
         """One head per part, keyed ``"spatial"``/``"temporal"``: the paper's ``2D → 2D → n``
         (METHOD §3) or the ``fusion`` head of :mod:`.stor_heads`."""
-        return nn.ModuleDict({p: build_head(self.fusion, int(feature_dim), self.n) for p in self.parts})
+        return nn.ModuleDict({p: build_head(self.fusion, int(feature_dim), self.n, p) for p in self.parts})
 
     def loss(
         self,
@@ -284,7 +286,7 @@ class StorTask(PretextTask):
     ) -> dict[str, torch.Tensor]:
         """``{"stor.spatial": CE, "stor.temporal": CE}``; y float[B, D], labels int64[B].
 
-        ``pooled`` reads ``cat(y1, y2)``; ``concat``/``corr`` read ``maps`` = the two clips'
+        ``pooled`` reads ``cat(y1, y2)``; ``concat``/``corr``/``profile`` read ``maps`` = the two clips'
         last conv maps ``float[B, C, t, h, w]`` (passed by the engine when ``uses_feature_maps``).
         """
         if self.fusion == "pooled":

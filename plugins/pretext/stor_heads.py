@@ -16,6 +16,11 @@ Training-only modules (METHOD §3: heads are never exported). Chosen with
   size) and read by ``147 → 2C → n`` (BN-Linear-BN-ReLU-Linear). The displacement with the
   best match *is* the overlap geometry, and its position in the volume is kept (no pooling
   over displacements), so a linear reader can map it to the rate.
+* ``profile`` — beyond the paper: ``corr`` for the spatial part; for the temporal part the
+  same cost volume read as a *time-shift profile* (:class:`ProfileHead`): the best match over
+  spatial displacements at each time displacement, so a box shift between the clips (both
+  parts at once) does not hide the time offset. Made for maps that keep the time axis
+  (backbone ``cnn4t``: with 8×32² clips the best-matching |dt| *is* the offset δ_k).
 
 Every head maps its inputs to logits ``float[B, n]``; the task's loss is cross-entropy.
 """
@@ -30,7 +35,7 @@ import torch.nn.functional as F
 
 from cstp_cli.api import pretext_head
 
-FUSIONS = ("pooled", "concat", "corr")
+FUSIONS = ("pooled", "concat", "corr", "profile")
 #: Fixed size the ``corr`` cost volume is pooled to (dt, dy, dx).
 CORR_GRID = (3, 7, 7)
 
@@ -110,11 +115,54 @@ class CorrHead(nn.Module):
         return self.mlp(torch.flatten(vol, 1))
 
 
+#: Time shifts :class:`ProfileHead` reads unpooled (maps with a longer time axis are binned).
+PROFILE_T_MAX = 16
+
+
+class ProfileHead(nn.Module):
+    """Temporal STOR head: how well the clips match at each time shift.
+
+    From the cost volume ``float[B, 2t−1, 2h−1, 2w−1]`` of ``m1, m2 float[B, C, t, h, w]``
+    (:func:`cost_volume`): the best match over spatial displacements per time displacement dt,
+    folded to |dt| = 0..t−1 (clip 2 lies on either side), ``float[B, t]`` (max-pooled to
+    ``t_max`` bins when t is longer); that profile and its difference to |dt| = 0, zero-padded
+    to ``2·t_max`` → BN → ``Linear-BN-ReLU-Linear``
+    (hidden 2C) → logits ``float[B, n]``. The maximum over spatial displacements finds where
+    the two boxes line up wherever they are; how well they match there at each dt says how
+    far apart in time the clips are (a background that changes appearance over time makes the
+    match fall with |dt|).
+    """
+
+    def __init__(self, feature_dim: int, n: int, t_max: int = PROFILE_T_MAX):
+        super().__init__()
+        self.t_max = int(t_max)
+        self.mlp = nn.Sequential(nn.BatchNorm1d(2 * self.t_max), pretext_head(2 * self.t_max, 2 * int(feature_dim), n))
+
+    @staticmethod
+    def profile(m1: torch.Tensor, m2: torch.Tensor) -> torch.Tensor:
+        """Best cosine match per time shift, folded to |dt| = 0..t−1: ``float[B, t]``."""
+        vol = cost_volume(m1, m2)
+        t = (vol.shape[1] + 1) // 2
+        best = vol.flatten(2).amax(2)  # [B, 2t−1]
+        return torch.maximum(best[:, t - 1:], best[:, :t].flip(1))
+
+    def forward(self, m1: torch.Tensor, m2: torch.Tensor) -> torch.Tensor:
+        folded = self.profile(m1, m2)
+        if folded.shape[1] > self.t_max:
+            folded = F.adaptive_max_pool1d(folded[:, None], self.t_max)[:, 0]
+        z = torch.cat([folded, folded - folded[:, :1]], 1)
+        return self.mlp(F.pad(z, (0, 2 * self.t_max - z.shape[1])))
+
+
 HEADS = {"pooled": pooled_head, "concat": ConcatHead, "corr": CorrHead}
+#: The head of each part for fusions that differ by part.
+PART_HEADS = {"profile": {"spatial": CorrHead, "temporal": ProfileHead}}
 
 
-def build_head(fusion: str, feature_dim: int, n: int) -> nn.Module:
-    """The STOR head of ``fusion`` (one of :data:`FUSIONS`) for ``n`` overlap rates."""
+def build_head(fusion: str, feature_dim: int, n: int, part: str = "spatial") -> nn.Module:
+    """The STOR head of ``fusion`` (one of :data:`FUSIONS`) for ``part`` and ``n`` overlap rates."""
+    if fusion in PART_HEADS:
+        return PART_HEADS[fusion][part](feature_dim, n)
     if fusion not in HEADS:
         raise ValueError(f"stor.fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
     return HEADS[fusion](feature_dim, n)

@@ -9,6 +9,16 @@ import pytest
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
+@pytest.fixture(autouse=True)
+def keep_torch_threads(monkeypatch):
+    """A benchmark's ``main`` sets torch's thread count for its own process; called in-process
+    from a test it would change the numerics of every later test (even setting the same count
+    re-initialises the thread pool), so it is a no-op here."""
+    import torch
+
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+
+
 def load_bench(name: str):
     """Yield ``bench/<name>.py`` run as module ``name``, registered while it is used (dataclasses
     look their module up while the file runs), removed afterwards."""
@@ -38,3 +48,9 @@ def diag():
 def probes():
     """``bench/stor_probes.py``."""
     yield from load_bench("stor_probes")
+
+
+@pytest.fixture(scope="module")
+def frames():
+    """``bench/synth_frames.py``."""
+    yield from load_bench("synth_frames")

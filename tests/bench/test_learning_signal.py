@@ -69,7 +69,7 @@ def test_part_rows_train_one_stor_part_with_the_preset_head(ls, row, part, tmp_p
     m = ls.MODES["cpu"]
     argv = ls.pretrain_argv(m, tmp_path, ls.ROWS[row], 101, tmp_path / "out", m.classes * m.train_per_class)
     sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
-    assert f"stor.parts={part}" in sets and "stor.fusion=corr" in sets
+    assert f"stor.parts={part}" in sets and "stor.fusion=profile" in sets
 
 
 def test_rows_without_stor_get_no_stor_options(ls, tmp_path):

@@ -66,3 +66,13 @@ def test_tail_means_average_the_last_steps(probes, tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     assert probes.tail_means(path, last=4) == {"a": 7.5, "b": 15.0}
+
+
+def test_mottle_synth_generates_with_the_asked_mottle_and_restores_it(probes, monkeypatch, tmp_path):
+    from cstp_cli.data import synth
+
+    seen = {}
+    monkeypatch.setattr(synth, "generate", lambda out, **kw: seen.update(change=synth.MOTTLE_CHANGE, grain=synth.GRAIN) or out)
+    before = (synth.MOTTLE_CHANGE, synth.GRAIN)
+    assert probes.main(["mottle-synth", str(tmp_path / "set"), "--change", "8", "--contrast", "0.6"]) == 0
+    assert seen == {"change": 8.0, "grain": 0.6} and (synth.MOTTLE_CHANGE, synth.GRAIN) == before

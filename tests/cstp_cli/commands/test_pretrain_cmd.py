@@ -64,7 +64,7 @@ def test_objective_errors_come_before_any_data_is_built(tmp_path, capsys, monkey
 @pytest.mark.parametrize("flag, name, listed", [
     ("--contrastive", "vicreg", "unknown contrastive 'vicreg'; installed: byol, moco, simclr, simsiam"),
     ("--pretext", "stor,jigsaw", "unknown pretext 'jigsaw'; installed: pace, rot, stor"),
-    ("--backbone", "vit", "unknown backbone 'vit'; installed: c3d, cnn4, r21d"),
+    ("--backbone", "vit", "unknown backbone 'vit'; installed: c3d, cnn4, cnn4t, r21d"),
 ])
 def test_unknown_component_name_is_a_usage_error_listing_the_installed_ones(cache, tmp_path, capsys, flag, name, listed):
     code, err = _main(["pretrain", str(cache), flag, name, "--out", str(tmp_path / "r"), *TINY], capsys)

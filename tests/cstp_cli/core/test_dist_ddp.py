@@ -149,7 +149,7 @@ def test_shuffle_bn_keys_come_back_in_each_ranks_order(ranks, inputs):
     pool_x, pool_k = torch.cat(batches).flatten(1), torch.cat(keys)
     for out in ranks:
         rows = [int((pool_x == x).all(dim=1).nonzero()) for x in out["shuffle"]["local"].flatten(1)]
-        torch.testing.assert_close(out["shuffle"]["keys"], pool_k[rows], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(out["shuffle"]["keys"], pool_k[rows], rtol=1e-4, atol=1e-5)  # float noise of another rank split; a key out of order is off by ~0.1
 
 
 def test_shard_range_splits_work_contiguously(ranks):

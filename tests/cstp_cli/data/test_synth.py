@@ -289,3 +289,24 @@ def test_background_drift_is_class_independent_and_moves_patterned_backgrounds()
     a = synth.render_background(scene["background"], SIZE)
     b = synth.render_background(scene["background"], SIZE, (3.0, 0.0))  # 3 px = 6 samples right
     assert not np.allclose(a, b) and np.allclose(a[:, 20:-20], b[:, 26:-14], atol=1e-4)
+
+
+def test_mottle_keeps_a_uniform_nodes_spread_and_decorrelates_over_its_change_period():
+    k = synth.MOTTLE_CHANGE
+    grids = np.stack([synth.mottle(np.random.default_rng([5, i]), 5 * k) for i in range(200)])  # [200, 5k, 6, 8]
+    assert np.allclose(grids.std(axis=(0, 2, 3)), 1 / math.sqrt(12), rtol=0.1)  # every frame, as U[0, 1]
+
+    def corr(d: int) -> float:
+        return float(np.corrcoef(grids[:, : 3 * k].ravel(), grids[:, d: d + 3 * k].ravel())[0, 1])
+
+    assert corr(1) > 0.98 and corr(k // 4) > 0.85 and corr(2 * k) < 0.1
+
+
+def test_changing_mottle_changes_the_background_where_the_camera_stands_still():
+    scene = synth.sample_scene(np.random.default_rng(3))
+    n = synth.MOTTLE_CHANGE
+    still = synth.Motion(np.full(n, 1e3), np.zeros(n), np.zeros(n), np.ones(n))  # object far outside
+    changing = synth.Motion(still.cx, still.cy, still.angle, still.scale, mottle=synth.mottle(np.random.default_rng(4), n))
+    a, b = synth.render(scene, still, 6.0, SIZE), synth.render(scene, changing, 6.0, SIZE)
+    assert np.array_equal(a[0], a[-1])
+    assert np.abs(b[0].astype(int) - b[-1]).mean() > 4 * np.abs(b[0].astype(int) - b[1]).mean() > 0

@@ -8,11 +8,11 @@ import torch
 from cstp_cli.api import BackboneSpec
 from cstp_plugins.backbones import SPECS, register_backbones
 
-NAMES = ["r21d", "c3d", "r3d18", "r2plus1d18", "s3d", "cnn4"]
+NAMES = ["r21d", "c3d", "r3d18", "r2plus1d18", "s3d", "cnn4", "cnn4t"]
 BY_NAME = {spec.name: spec for spec in SPECS}
 
 
-def test_hook_registers_the_six_backbones():
+def test_hook_registers_the_seven_backbones():
     seen = []
     register_backbones(register=seen.append)
     assert [s.name for s in seen] == NAMES and all(isinstance(s, BackboneSpec) for s in seen)

@@ -1,4 +1,4 @@
-"""CNN-4, the plain four-layer 3D CNN of issue 4's reference study: size, layers, map shape."""
+"""CNN-4, the plain four-layer 3D CNN of issue 4's reference study, and cnn4t (time kept): size, layers, map shape."""
 
 import torch
 
@@ -25,3 +25,15 @@ def test_tiny_conv4_map_shape_for_an_8x32_clip():
     model = cnn4.build("tiny").eval()
     with torch.no_grad():
         assert model.features(torch.randn(1, 3, 8, 32, 32)).shape == (1, 128, 2, 4, 4)
+
+
+def test_cnn4t_has_cnn4s_parameters_and_only_spatial_pools():
+    model = cnn4.build_time_kept("tiny")
+    assert count_parameters(model) == 292_320
+    assert [m.kernel_size for m in model.modules() if isinstance(m, torch.nn.MaxPool3d)] == [(1, 2, 2)] * 3
+
+
+def test_cnn4t_conv4_map_keeps_every_frame_of_an_8x32_clip():
+    model = cnn4.build_time_kept("tiny").eval()
+    with torch.no_grad():
+        assert model.features(torch.randn(1, 3, 8, 32, 32)).shape == (1, 128, 8, 4, 4)
