@@ -16,9 +16,10 @@ twice its standard error.
 Writes a Markdown table with the settings, the seeds and the commands that reproduce it to
 ``bench/results/learning_signal_<mode>.md`` (and the raw numbers as JSON beside it).
 
-    python bench/learning_signal.py --mode cpu      # 2 CPU cores, target <= 45 min (not run in CI)
+    python bench/learning_signal.py --mode cpu      # 2 CPU cores, about 45-50 min with cnn4t (not run in CI)
     python bench/learning_signal.py --mode gpu      # >= 2,000 steps, >= 500 test videos
     python bench/learning_signal.py --smoke         # 2 seeds, 2 steps, 12 videos: proves the plumbing
+    python bench/learning_signal.py --row "STOR alone"   # random init and the rows named so only
 
 Tune the synthetic data or recipes only on pretext losses, never on these test results.
 """
@@ -243,12 +244,28 @@ def markdown(mode: Mode, rows: list[dict], commands: list[str], seconds: float, 
     ])
 
 
+def select_rows(prefixes: list[str]) -> dict[str, tuple[str, ...] | None]:
+    """The rows whose name starts with one of ``prefixes`` (case-insensitive), after random init
+    (the baseline, always run); all rows when ``prefixes`` is empty. Raises ``ValueError``
+    naming a prefix that matches no row."""
+    if not prefixes:
+        return dict(ROWS)
+    for pre in prefixes:
+        if not any(name.lower().startswith(pre.lower()) for name in ROWS):
+            raise ValueError(f"--row {pre!r} matches no row; rows: {'; '.join(ROWS)}")
+    base = next(iter(ROWS))
+    return {name: obj for name, obj in ROWS.items() if name == base or any(name.lower().startswith(p.lower()) for p in prefixes)}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--mode", choices=("cpu", "gpu"), default="cpu")
     p.add_argument("--smoke", action="store_true", help="A few steps on a tiny set, to check the plumbing (<= 2 min).")
     p.add_argument("--work", type=Path, default=None, help="Working folder (default: a temporary one).")
     p.add_argument("--results", type=Path, default=Path(__file__).resolve().parent / "results")
+    p.add_argument("--row", action="append", default=[],
+                   help="Run only the rows whose name starts with this (repeatable; random init always runs); "
+                        "results go to learning_signal_<mode>_rows.md so the full table is kept.")
     p.add_argument("--rebuild", action="store_true",
                    help="Run nothing: rebuild the results from the finished runs in --work (wall time from its last JSON).")
     args = p.parse_args(argv)
@@ -257,7 +274,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     mode = MODES["smoke" if args.smoke else args.mode]
-    json_path = args.results / f"learning_signal_{mode.name}.json"
+    try:
+        chosen = select_rows(args.row)
+    except ValueError as exc:
+        p.error(str(exc))
+    stem = f"learning_signal_{mode.name}{'_rows' if args.row else ''}"
+    json_path = args.results / f"{stem}.json"
     if args.rebuild and (args.work is None or not args.work.is_dir() or not json_path.exists()):
         p.error(f"--rebuild needs the --work folder of a finished run and its {json_path}")
     if mode.name == "cpu":
@@ -271,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     n_train = mode.classes * mode.train_per_class
     seeds = SEEDS[:2] if mode.name == "smoke" else SEEDS
     results: dict[str, list[dict]] = {}
-    for name, objective in ROWS.items():
+    for name, objective in chosen.items():
         results[name] = []
         for seed in seeds:
             out, argvs = row_plan(mode, data, name, objective, seed, work, n_train)
@@ -285,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = summarise(results)
     text = markdown(mode, rows, commands, seconds, device, seeds, results)
     args.results.mkdir(parents=True, exist_ok=True)
-    dest = args.results / f"learning_signal_{mode.name}.md"
+    dest = args.results / f"{stem}.md"
     dest.write_text(text)
     json_path.write_text(json.dumps({"mode": asdict(mode), "seeds": list(seeds), "runs": results, "seconds": seconds}, indent=2))
     print(text)

@@ -76,3 +76,15 @@ def test_rows_without_stor_get_no_stor_options(ls, tmp_path):
     m = ls.MODES["cpu"]
     argv = ls.pretrain_argv(m, tmp_path, ls.ROWS["pace alone"], 101, tmp_path / "out", m.classes * m.train_per_class)
     assert not any(a.startswith("stor.") for a in argv)
+
+
+def test_row_selection_keeps_random_init_first_and_only_the_named_rows(ls):
+    rows = ls.select_rows(["stor alone", "full default"])
+    assert list(rows) == ["random init (BN re-estimated)", "STOR alone", "full default (BYOL+STOR+rot+pace, aug pace,rot)"]
+    assert ls.select_rows([]) == ls.ROWS
+
+
+def test_row_prefix_matching_nothing_is_a_usage_error(ls, tmp_path):
+    with pytest.raises(SystemExit) as exit_:
+        ls.main(["--smoke", "--row", "nothing like it", "--results", str(tmp_path)])
+    assert exit_.value.code == 2
