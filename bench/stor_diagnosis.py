@@ -49,10 +49,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from cstp_plugins.pretext import stor_heads
 from torch import nn
 
 from cstp_cli.api import PretextTask
-from cstp_plugins.pretext import stor_heads
 
 SEEDS = (101, 202, 303)
 CHANCE = math.log(5)

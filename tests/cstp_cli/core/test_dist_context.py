@@ -229,3 +229,32 @@ def test_mps_without_mps_is_a_usage_error():
 def test_auto_and_cpu_resolve_on_a_cpu_machine():
     assert D.resolve_device("cpu") == torch.device("cpu")
     assert D.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_cleanup_waits_for_the_other_gloo_ranks_before_leaving_the_group(monkeypatch):
+    import torch.distributed as tdist
+
+    calls = []
+    monkeypatch.setattr(tdist, "is_initialized", lambda: True)
+    monkeypatch.setattr(tdist, "get_backend", lambda: "gloo")
+    monkeypatch.setattr(tdist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(tdist, "monitored_barrier", lambda timeout: calls.append(("barrier", timeout.total_seconds())))
+    monkeypatch.setattr(tdist, "destroy_process_group", lambda: calls.append(("destroy",)))
+    D.cleanup()
+    assert calls == [("barrier", 30.0), ("destroy",)]
+
+
+def test_cleanup_still_leaves_the_group_when_a_peer_is_gone(monkeypatch):
+    import torch.distributed as tdist
+
+    def dead_peer(timeout):
+        raise RuntimeError("Connection closed by peer")
+
+    left = []
+    monkeypatch.setattr(tdist, "is_initialized", lambda: True)
+    monkeypatch.setattr(tdist, "get_backend", lambda: "gloo")
+    monkeypatch.setattr(tdist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(tdist, "monitored_barrier", dead_peer)
+    monkeypatch.setattr(tdist, "destroy_process_group", lambda: left.append(True))
+    D.cleanup()
+    assert left == [True]
