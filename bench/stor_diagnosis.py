@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from cstp_plugins.backbones import cnn4
 from cstp_plugins.pretext import stor_heads
 from torch import nn
 
@@ -205,9 +206,9 @@ def oracle_temporal_shifted(x1: torch.Tensor, x2: torch.Tensor, n: int, side: in
 
 # --------------------------------------------------------------------------- bench-local variant (rows Y, Z)
 
-#: cnn4's max pools with the time axis kept, ``(1, 2, 2)`` after conv1-3: conv4 maps 128×8×4×4
-#: for 8×32² clips (the shipped cnn4 halves time twice: 128×2×4×4).
-TIME_KEPT_POOLS = {0: (1, 2, 2), 1: (1, 2, 2), 2: (1, 2, 2)}
+#: cnn4's max pools with the time axis kept (the backbone cnn4t's): conv4 maps 128×8×4×4 for
+#: 8×32² clips (cnn4 halves time twice: 128×2×4×4).
+TIME_KEPT_POOLS = cnn4.TIME_KEPT_POOLS
 
 
 class ProfileHead(stor_heads.ProfileHead):

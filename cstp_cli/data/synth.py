@@ -48,9 +48,9 @@ T = 8, n = 5 (METHOD §2: N ≥ s_max·(T − 1 + δ_{n−1}) + 1 = 4·(7 + 6) +
 paces 1–2 with T = 16 (2·(15 + 12) + 1 = 55).
 
 Sizes are width × height. Randomness: scene of group g of class c from
-``default_rng([seed, 1, c, g])``, motion of clip k from ``default_rng([seed, 2, c, g, k])``, its background mottle from
-``default_rng([seed, 3, c, g, k])``
-(only the motion *type* depends on c), so output does not depend on the worker count.
+``default_rng([seed, 1, c, g])``, motion of clip k from ``default_rng([seed, 2, c, g, k])``,
+its background mottle from ``default_rng([seed, 3, c, g, k])`` (only the motion *type* depends
+on c), so output does not depend on the worker count.
 """
 
 from __future__ import annotations
@@ -272,7 +272,7 @@ def sample_scene(rng: np.random.Generator) -> dict:
         "angle": rng.uniform(0, 2 * math.pi),
         "period": rng.uniform(0.2, 0.45),
         "grid": rng.uniform(0, 1, size=(4, 5)),
-        "grain": rng.uniform(0, 1, size=(6, 8)),  # drifting brightness mottle on every background
+        "grain": rng.uniform(0, 1, size=GRAIN_GRID),  # drifting brightness mottle on every background
     }
     bg_mean = (bg["c1"] + bg["c2"]) / 2 if bg["kind"] != "solid" else bg["c1"]
     for _ in range(50):  # keep the object visible against the background
@@ -355,17 +355,19 @@ def render_background(
 
 #: Contrast of the drifting, changing mottle on every background: brightness × (1 ± GRAIN).
 GRAIN = 0.4
+#: Nodes (rows, columns) of the mottle's grid, stretched over the frame.
+GRAIN_GRID = (6, 8)
 
 
-def mottle(rng: np.random.Generator, frames: int, shape: tuple[int, int] = (6, 8), change: float | None = None) -> np.ndarray:
+def mottle(rng: np.random.Generator, frames: int, shape: tuple[int, int] = GRAIN_GRID, change: float | None = None) -> np.ndarray:
     """The background mottle's grid per frame, float64 ``[frames, *shape]`` about ½ (v4).
 
     Independent uniform key grids every ``change`` frames (default :data:`MOTTLE_CHANGE`; the
-    first at a random phase),
-    blended by ``cos``/``sin`` of the fraction of the way between two keys, so each node keeps a
-    U[0, 1] node's variance about ½ at every frame (values within ½ ± 1/√8) while it
-    decorrelates over about ``change`` frames (correlation 0.92 at ``change/4``, 0.23 at ``change``): a background whose appearance changes over time like foliage, water or
-    moving shadows in real footage, independent of the class (issue 12 item 4).
+    first at a random phase), blended by ``cos``/``sin`` of the fraction of the way between two
+    keys, so each node keeps a U[0, 1] node's variance about ½ at every frame (values within
+    ½ ± 1/√8) while it decorrelates over about ``change`` frames (correlation 0.92 at
+    ``change/4``, 0.23 at ``change``): a background whose appearance changes over time like
+    foliage, water or moving shadows in real footage, independent of the class (issue 12 item 4).
     """
     t = np.arange(frames, dtype=np.float64) / float(change or MOTTLE_CHANGE) + rng.uniform(0, 1)
     keys = rng.uniform(0, 1, size=(int(t.max(initial=0.0)) + 2, *shape)) - 0.5
@@ -451,6 +453,12 @@ def _background_at(bg: dict, size: tuple[int, int], motion: Motion, i: int) -> n
     return render_background(bg, size, shift, None if motion.mottle is None else motion.mottle[i])
 
 
+def clip_mottle(seed: int, class_index: int, group: int, clip: int, frames: int) -> np.ndarray:
+    """The background mottle grid per frame of clip ``clip`` of group ``group`` of class
+    ``class_index`` (:func:`mottle` from its own stream ``[seed, 3, c, g, k]``), float64 ``[frames, 6, 8]``."""
+    return mottle(np.random.default_rng([seed, 3, class_index, group, clip]), frames)
+
+
 def render_clip(seed: int, class_index: int, group: int, clip: int, frames: int, size: tuple[int, int]) -> np.ndarray:
     """The frames uint8 ``[N, H, W, 3]`` of clip ``clip`` of group ``group`` (both 1-based)
     of class ``class_index`` — deterministic in its arguments."""
@@ -459,7 +467,7 @@ def render_clip(seed: int, class_index: int, group: int, clip: int, frames: int,
     kind = CLASS_NAMES[class_index]
     radius = rng.uniform(*RADIUS_RANGE) * min(size)
     motion = trajectory(kind, sample_motion(kind, rng, frames, size), frames)
-    motion.mottle = mottle(np.random.default_rng([seed, 3, class_index, group, clip]), frames, scene["background"]["grain"].shape)
+    motion.mottle = clip_mottle(seed, class_index, group, clip, frames)
     return render(scene, motion, radius, size)
 
 

@@ -5,8 +5,8 @@ network of issue 4's reference study ("4-layer 0.3 M-parameter 3D CNN, 8-frame 3
 shallow enough that its features stay informative at random init and that a few hundred SGD
 steps on two CPU cores move them. Four 3×3×3 convolutions (padding 1, with bias), each
 followed by BN and ReLU; max pools (1, 2, 2) after conv1 and (2, 2, 2) after conv2 and conv3;
-global average pool (``cnn4t``: pools (1, 2, 2) only, the time axis kept). Tiny width: channels 16, 32, 64, 128 (292,320 parameters, D = 128);
-full width: 64, 128, 256, 512 (4.65 M, D = 512). Needs T >= 4 (two temporal halvings).
+global average pool (``cnn4t``: pools (1, 2, 2) only, the time axis kept). Tiny width:
+channels 16, 32, 64, 128 (292,320 parameters, D = 128); full width: 64, 128, 256, 512 (4.65 M, D = 512). Needs T >= 4 (two temporal halvings).
 """
 
 from __future__ import annotations

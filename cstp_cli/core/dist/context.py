@@ -244,7 +244,7 @@ def cleanup() -> None:
     On gloo every rank first waits for the others (a monitored barrier, at most
     :data:`CLEANUP_BARRIER_S`): a rank that tore its connections down while a peer still
     had a collective in flight could abort at exit ("terminate called without an active
-    exception", seen on a 2-rank CPU retrieval about one run in four)."""
+    exception", seen on a 2-rank CPU retrieval in 1 run of 12)."""
     if dist.is_available() and dist.is_initialized():
         try:
             if dist.get_backend() == "gloo" and dist.get_world_size() > 1:
